@@ -1,0 +1,60 @@
+"""The one error hierarchy of audioprep.
+
+Every user-facing error names the file or the catalog key it is about and says
+what to do next. Messages never contain secrets: callers pass redacted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AudioprepError(ValueError):
+    """Root of every error raised on purpose by audioprep."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One catalog problem: where (dotted key path) and what (message with a hint)."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class CatalogError(AudioprepError):
+    """The catalog is invalid. Holds every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem], path: str | None = None):
+        self.problems = list(problems)
+        self.path = path
+        where = f" in {path}" if path else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}")
+
+
+class ConfigError(AudioprepError):
+    """A single invalid setting given outside a catalog (a CLI flag, a config object)."""
+
+
+class AudioDecodeError(AudioprepError):
+    """A file could not be turned into samples. `stage` says where it failed."""
+
+    def __init__(self, path: str, stage: str, message: str):
+        self.path = path
+        self.stage = stage
+        super().__init__(f"{path}: {stage}: {message}")
+
+
+class StoreError(AudioprepError):
+    """The store is missing, malformed, or of an unsupported format version."""
+
+
+class StoreLockedError(StoreError):
+    """Another run holds the store's lock."""
+
+
+class SourceError(AudioprepError):
+    """A source cannot be listed or read (missing path, no permission, empty match)."""
