@@ -1,0 +1,285 @@
+"""The catalog schema (catalog.yaml), validated at the edge with pydantic v2.
+
+Unknown keys are errors. :func:`load_catalog` reports every problem at once, each with
+its dotted key path, so ``audioprep validate`` can print them all. Every key is
+documented in docs/catalog.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.augment import AugmentConfig
+from pipeline.config.interpolate import interpolate_env, redact
+from pipeline.errors import CatalogError, Problem
+from pipeline.features import FeaturesConfig
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FieldRule(_Model):
+    """How a label or group is derived for each file."""
+
+    from_: Literal["parent_dir", "regex", "manifest", "none"] = Field("none", alias="from")
+    pattern: str | None = None
+    """Regex searched in the path relative to the source root; needs a named group
+    ``(?P<label>...)`` for labels or ``(?P<group>...)`` for groups."""
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldRule:
+        if self.from_ == "regex":
+            if not self.pattern:
+                raise ValueError("from: regex needs a `pattern` with a named group")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
+        elif self.pattern is not None:
+            raise ValueError(f"`pattern` is only used with from: regex (got from: {self.from_})")
+        return self
+
+
+class Source(_Model):
+    """One place audio comes from."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    pattern: str = "**/*.{wav,flac,ogg,mp3}"
+    label: FieldRule = FieldRule(**{"from": "parent_dir"})
+    group: FieldRule = FieldRule(**{"from": "none"})
+    manifest: str | None = None
+    """CSV or JSONL with a ``path`` column (relative to ``url``) and any of label, group, split."""
+    role: Literal["examples", "noise", "impulse_response"] = "examples"
+    """``examples`` become dataset rows; ``noise``/``impulse_response`` feed augmentations."""
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    cache: Literal["none", "simplecache", "filecache"] = "none"
+    """Keep local copies of remote audio (fsspec caching)."""
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _manifest_rules(self) -> Source:
+        for which, rule in (("label", self.label), ("group", self.group)):
+            if rule.from_ == "manifest" and not self.manifest:
+                raise ValueError(f"{which}: from: manifest needs `manifest:` set on this source")
+        if self.label.from_ == "regex" and "label" not in re.compile(self.label.pattern or "").groupindex:
+            raise ValueError("label.pattern needs a named group (?P<label>...)")
+        if self.group.from_ == "regex" and "group" not in re.compile(self.group.pattern or "").groupindex:
+            raise ValueError("group.pattern needs a named group (?P<group>...)")
+        return self
+
+
+class Output(_Model):
+    store: str
+    """Any fsspec URL or local path of the Zarr store."""
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Clip(_Model):
+    mode: Literal["full", "fixed"] = "full"
+    seconds: float | None = Field(None, gt=0)
+    crop: Literal["start", "center", "random"] = "start"
+
+    @model_validator(mode="after")
+    def _check(self) -> Clip:
+        if self.mode == "fixed" and self.seconds is None:
+            raise ValueError("mode: fixed needs `seconds` (the clip length)")
+        return self
+
+
+class Audio(_Model):
+    sample_rate: int = Field(16000, ge=1000, le=384000)
+    mono: bool = True
+    clip: Clip = Clip()
+    max_seconds: float = Field(600.0, gt=0)
+    """Files longer than this (read from the header, before decoding) are rejected."""
+    max_channels: int = Field(8, ge=1)
+    min_seconds: float = Field(0.0, ge=0)
+    flag_silence_dbfs: float = -90.0
+    """Files whose peak is below this level are kept but flagged ``silent``."""
+
+
+class Splits(_Model):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    by: Literal["group", "example"] = "group"
+    stratify: Literal["label", "none"] = "label"
+    seed: int | None = None
+    """Defaults to the catalog's top-level ``seed``."""
+
+    @model_validator(mode="after")
+    def _sum(self) -> Splits:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g})")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class Execution(_Model):
+    partition_seconds: float = Field(600.0, gt=0)
+    """Audio seconds per partition (one Prefect task). Minutes of audio, never one file."""
+    workers: int | None = Field(None, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (tcp://host:port); none = embedded LocalCluster."""
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(2.0, ge=0)
+    max_reject_fraction: float = Field(0.5, ge=0, le=1)
+    """The run exits non-zero when more than this share of files is rejected."""
+    probe_batch_files: int = Field(2000, ge=1)
+    fetch_concurrency: int = Field(16, ge=1)
+
+
+class Catalog(_Model):
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    output: Output
+    sources: list[Source] = Field(min_length=1)
+    audio: Audio = Audio()
+    features: FeaturesConfig = FeaturesConfig()
+    augment: AugmentConfig = AugmentConfig()
+    splits: Splits = Splits()
+    execution: Execution = Execution()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Source]) -> list[Source]:
+        names = [s.name for s in sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dup)}")
+        if not any(s.role == "examples" for s in sources):
+            raise ValueError("at least one source needs role: examples")
+        return sources
+
+    @model_validator(mode="after")
+    def _bank_sources_exist(self) -> Catalog:
+        from pipeline.augment import build_chain
+
+        names = {s.name for s in self.sources if s.role != "examples"}
+        missing = sorted(build_chain(self.augment).bank_sources() - names)
+        if missing:
+            raise ValueError(
+                f"augment uses source(s) {missing} that are not declared with role: noise or "
+                "role: impulse_response under `sources`"
+            )
+        return self
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.splits.seed is None else self.splits.seed
+
+    def example_sources(self) -> list[Source]:
+        return [s for s in self.sources if s.role == "examples"]
+
+
+class LoadedCatalog(_Model):
+    """A validated catalog plus what the store records about it."""
+
+    catalog: Catalog
+    path: str
+    redacted: dict[str, Any]
+    """The catalog as written (``${VAR}`` kept as placeholders), literal secrets masked."""
+    catalog_hash: str
+
+
+def _loc_to_key(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, str) and (p.startswith("function-") or p in {"tagged-union", "list", "dict"}):
+            continue
+        parts.append(str(p))
+    return ".".join(parts) or "(catalog)"
+
+
+def _hint(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = err.get("msg", "")
+    if kind == "extra_forbidden":
+        return "unknown key: remove it or check its spelling in docs/catalog.md"
+    if kind == "missing":
+        return "required key is missing: add it (see docs/catalog.md)"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return msg
+
+
+def problems_from_validation(exc: ValidationError) -> list[Problem]:
+    return [Problem(_loc_to_key(e["loc"]), _hint(e)) for e in exc.errors()]
+
+
+def parse_catalog(raw: dict[str, Any], *, path: str = "<catalog>", env: dict[str, str] | None = None) -> LoadedCatalog:
+    """Validate a catalog given as a dict (already YAML-parsed). Raises CatalogError with all problems."""
+    if not isinstance(raw, dict):
+        raise CatalogError([Problem("(catalog)", "the catalog must be a YAML mapping of keys")], path)
+    resolved, env_problems = interpolate_env(raw, env=env)
+    problems = list(env_problems)
+    catalog = None
+    try:
+        catalog = Catalog.model_validate(resolved)
+    except ValidationError as exc:
+        problems.extend(problems_from_validation(exc))
+    if problems:
+        raise CatalogError(problems, path)
+    assert catalog is not None
+    redacted = redact(raw)
+    digest = hashlib.sha256(json.dumps(catalog.model_dump(mode="json", by_alias=True), sort_keys=True).encode())
+    return LoadedCatalog(catalog=catalog, path=path, redacted=redacted, catalog_hash=digest.hexdigest()[:16])
+
+
+def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None) -> LoadedCatalog:
+    """Read and validate ``catalog.yaml`` (``yaml.safe_load`` only).
+
+    Relative local paths in ``sources[].url``, ``sources[].manifest`` and ``output.store``
+    are resolved against the catalog file's folder.
+    """
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise CatalogError([Problem("(file)", f"catalog file not found: {p}; pass the path to catalog.yaml")], str(p))
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CatalogError([Problem("(yaml)", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], str(p)) from None
+    if isinstance(raw, dict):
+        raw = _resolve_relative(raw, p.parent)
+    return parse_catalog(raw, path=str(p), env=env)
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _resolve_relative(raw: dict[str, Any], base: pathlib.Path) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
+
+    def fix(u: Any) -> Any:
+        if isinstance(u, str) and _is_local(u) and not u.startswith("file://") and "${" not in u[:2]:
+            q = pathlib.Path(u)
+            return str(q if q.is_absolute() else (base / q).resolve())
+        return u
+
+    for src in raw.get("sources") or []:
+        if isinstance(src, dict):
+            for key in ("url", "manifest"):
+                if key in src:
+                    src[key] = fix(src[key])
+    out = raw.get("output")
+    if isinstance(out, dict) and "store" in out:
+        out["store"] = fix(out["store"])
+    return raw

@@ -1,0 +1,94 @@
+"""fsspec helpers: one way to turn a URL plus options into a filesystem and a root."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def _freeze(options: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=32)
+def _fs_cached(protocol_url: str, frozen: str):
+    import json
+
+    return url_to_fs(protocol_url, **json.loads(frozen))
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None, *, cache: str = "none", cache_dir: str | None = None):
+    """Return ``(fs, root_path)`` for ``url``. Instances are cached per process (per worker).
+
+    ``cache`` wraps remote filesystems in fsspec's ``simplecache``/``filecache``.
+    """
+    options = dict(storage_options or {})
+    if cache != "none" and "://" in url and not url.startswith("file://"):
+        proto = url.split("://", 1)[0]
+        chained = f"{cache}::{url}"
+        opts = {proto: options, cache: {"cache_storage": cache_dir} if cache_dir else {}}
+        return url_to_fs(chained, **opts)
+    return _fs_cached(url, _freeze(options))
+
+
+def join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel.lstrip("/")
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def is_remote(url: str) -> bool:
+    return protocol_of(url) not in ("file", "local")
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob with ``**``, ``*``, ``?``, ``[...]`` and ``{a,b}`` to a regex over relative paths."""
+    i, out = 0, []
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "{":
+            j = pattern.find("}", i)
+            if j < 0:
+                out.append(re.escape(c))
+                i += 1
+                continue
+            alts = pattern[i + 1 : j].split(",")
+            out.append("(?:" + "|".join(re.escape(a) for a in alts) + ")")
+            i = j + 1
+        elif c == "[":
+            j = pattern.find("]", i)
+            if j < 0:
+                out.append(re.escape(c))
+                i += 1
+                continue
+            out.append(pattern[i : j + 1])
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+def open_fs_for(url: str, storage_options: dict[str, Any] | None = None):
+    """A fresh (uncached) filesystem, for code that must not share one across forks."""
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))

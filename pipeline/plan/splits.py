@@ -1,0 +1,112 @@
+"""Leak-free train/val/test assignment.
+
+Whole groups (speakers, sessions) go to one split. Assignment is greedy over groups in a
+seeded hash order, choosing the split whose label-wise and overall deficit against the
+requested fractions is largest, so splits land close to the fractions and roughly
+stratified by label. Groups that already have a split (from an earlier run of the same
+store, or from a manifest) keep it: an example never changes split between runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class SplitUnit:
+    """One example as the splitter sees it."""
+
+    example_id: str
+    group: str
+    label: str
+    forced_split: str = ""
+
+
+def _order_key(seed: int, unit: str) -> str:
+    return hashlib.blake2b(f"{seed}\x00{unit}".encode(), digest_size=8).hexdigest()
+
+
+def assign_splits(
+    units: Iterable[SplitUnit],
+    fractions: Mapping[str, float],
+    *,
+    seed: int,
+    by: str = "group",
+    stratify: bool = True,
+    previous: Mapping[str, str] | None = None,
+    previous_counts: Mapping[tuple[str, str], int] | None = None,
+) -> dict[str, str]:
+    """Return ``example_id -> split``.
+
+    Parameters
+    ----------
+    units : the examples to place.
+    fractions : requested share per split name (summing to 1).
+    seed : orders the greedy pass; the same seed gives the same assignment.
+    by : ``group`` keeps every group in one split; ``example`` splits examples freely.
+    stratify : balance each label's share per split, not only the totals.
+    previous : group -> split already fixed (earlier runs); those groups keep it.
+    previous_counts : (split, label) -> example count already in the store, so new groups
+        top up the fractions of the whole dataset, not of this batch alone.
+    """
+    previous = dict(previous or {})
+    units = list(units)
+    key_of = (lambda u: u.group) if by == "group" else (lambda u: u.example_id)
+    members: dict[str, list[SplitUnit]] = defaultdict(list)
+    for u in units:
+        members[key_of(u)].append(u)
+
+    counts: Counter[tuple[str, str]] = Counter(previous_counts or {})
+    fixed: dict[str, str] = {}
+    free: list[str] = []
+    for key, us in members.items():
+        forced = next((u.forced_split for u in us if u.forced_split), "")
+        split = forced or previous.get(key, "")
+        if split:
+            fixed[key] = split
+            for u in us:
+                counts[(split, u.label)] += 1
+        else:
+            free.append(key)
+
+    total_by_label: Counter[str] = Counter()
+    for (_, label), n in counts.items():
+        total_by_label[label] += n
+    for key in free:
+        for u in members[key]:
+            total_by_label[u.label] += 1
+    grand_total = sum(total_by_label.values())
+    split_totals: Counter[str] = Counter()
+    for (split, _), n in counts.items():
+        split_totals[split] += n
+
+    active = [s for s in fractions if fractions[s] > 0]
+    # big groups first so small ones can even out the remainder; hash breaks ties reproducibly
+    free.sort(key=lambda k: (-len(members[k]), _order_key(seed, k)))
+    assignment = dict(fixed)
+    for key in free:
+        label_counts = Counter(u.label for u in members[key])
+        size = sum(label_counts.values())
+        best, best_score = active[0], None
+        for s in active:
+            overall = (fractions[s] * grand_total - split_totals[s]) / max(grand_total, 1)
+            score = overall
+            if stratify:
+                label_def = sum(
+                    c * (fractions[s] * total_by_label[lab] - counts[(s, lab)]) / max(total_by_label[lab], 1)
+                    for lab, c in label_counts.items()
+                ) / size
+                score = label_def + 0.5 * overall
+            if best_score is None or score > best_score + 1e-12:
+                best, best_score = s, score
+        assignment[key] = best
+        for lab, c in label_counts.items():
+            counts[(best, lab)] += c
+        split_totals[best] += size
+
+    return {u.example_id: assignment[key_of(u)] for u in units}
