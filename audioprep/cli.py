@@ -1,0 +1,192 @@
+"""The ``audioprep`` command line: run, validate, inspect, export, unlock, serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
+console = Console()
+err = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")) -> None:
+    STATE["debug"] = debug
+
+
+def _fail(exc: BaseException, code: int = 2) -> None:
+    if STATE["debug"]:
+        raise exc
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) -> None:
+    """Check a catalog and its sources; report every problem at once (exit 2 on errors)."""
+    from pipeline.config.catalog import load_catalog
+    from pipeline.config.checks import check_sources
+    from pipeline.errors import CatalogError
+
+    try:
+        loaded = load_catalog(catalog)
+    except CatalogError as exc:
+        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
+        for p in exc.problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2)
+    problems = check_sources(loaded)
+    if problems:
+        err.print(f"[bold red]{catalog}: {len(problems)} problem(s)[/]")
+        for p in problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2)
+    console.print(f"[green]{catalog}: valid[/] ({len(loaded.catalog.sources)} source(s), store {loaded.catalog.output.store})")
+
+
+@app.command()
+def run(
+    catalog: str = typer.Argument(..., help="Path to catalog.yaml"),
+    store: Optional[str] = typer.Option(None, help="Override output.store (any fsspec URL)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes of the embedded Dask cluster."),
+    scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler (tcp://host:port)."),
+    overwrite: bool = typer.Option(False, help="Delete the store first and rebuild it."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the run summary as JSON to this file."),
+) -> None:
+    """Prepare the dataset: discover, featurize on Dask under a Prefect flow, commit a store version."""
+    from pipeline.config.catalog import load_catalog
+    from pipeline.config.checks import check_sources
+    from pipeline.errors import AudioprepError, CatalogError
+    from pipeline.run.commit import reject_fraction
+
+    t0 = time.perf_counter()
+    try:
+        loaded = load_catalog(catalog)
+        problems = check_sources(loaded)
+        if problems:
+            raise CatalogError(problems, catalog)
+    except CatalogError as exc:
+        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s); nothing was run[/]")
+        for p in exc.problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2)
+    if overwrite:
+        _delete_store(store or loaded.catalog.output.store, loaded.catalog.output.storage_options)
+    try:
+        from audioprep.progress import run_with_progress
+
+        summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    summary["wall_seconds"] = time.perf_counter() - t0
+    print_summary(summary)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({k: v for k, v in summary.items() if k != "reject_rows"}, f, indent=2, default=str)
+    if not summary.get("up_to_date"):
+        frac = reject_fraction(summary)
+        if summary.get("examples", 0) == 0 or frac > loaded.catalog.execution.max_reject_fraction:
+            err.print(f"[bold red]{frac:.0%} of files were rejected (limit execution.max_reject_fraction={loaded.catalog.execution.max_reject_fraction:g})[/]")
+            raise typer.Exit(1)
+
+
+def _delete_store(url: str, options: dict[str, Any]) -> None:
+    from pipeline.io.fs import filesystem
+
+    fs, root = filesystem(url, options)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from pipeline.report.summary import throughput_x_realtime
+
+    if summary.get("up_to_date"):
+        console.print(f"[green]store is up to date[/]: no new or changed files, no feature work ({summary.get('wall_seconds', 0):.1f} s)")
+    t = Table(title=f"examples per split and label (version {summary.get('version')})")
+    t.add_column("split")
+    t.add_column("label")
+    t.add_column("examples", justify="right")
+    for split, labels in (summary.get("counts") or {}).items():
+        for label, n in labels.items():
+            t.add_row(split, label, str(n))
+    console.print(t)
+    console.print(f"audio: {summary.get('audio_hours', 0):.4f} h in store; processed {(summary.get('processed_audio_seconds') or 0) / 3600:.4f} h this run")
+    console.print(f"rejected files: {summary.get('rejected', 0)}")
+    for r in (summary.get("reject_rows") or [])[:10]:
+        console.print(f"  [yellow]{r['source']}:{r['path']}[/] [{r['stage']}] {r['error_class']}: {r['message']}")
+    console.print(f"wall time: {summary.get('wall_seconds', 0):.1f} s; throughput: {throughput_x_realtime(summary):.1f}x realtime")
+    console.print(f"store: {summary.get('store')}")
+
+
+@app.command()
+def inspect(
+    store: str = typer.Argument(..., help="Store path or URL"),
+    version: Optional[int] = typer.Option(None, help="A committed version (default: newest)."),
+) -> None:
+    """Summarise a store: counts per split/label, durations, features, provenance."""
+    from pipeline.errors import AudioprepError
+    from pipeline.report.inspect import describe
+
+    try:
+        info = describe(store, version=version)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    from audioprep.render import render_inspect
+
+    render_inspect(info, console)
+
+
+@app.command()
+def export(
+    store: str = typer.Argument(...),
+    table: str = typer.Option("summaries", help="summaries | examples | rejects"),
+    format: str = typer.Option("parquet", help="parquet | csv"),
+    out: Optional[str] = typer.Option(None, help="Output file (default: <table>.<format>)."),
+    version: Optional[int] = typer.Option(None),
+) -> None:
+    """Export a table of the store as Parquet or CSV."""
+    from pipeline.errors import AudioprepError
+    from pipeline.report.export import export_table
+
+    try:
+        path = export_table(store, table=table, fmt=format, out=out, version=version)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def unlock(store: str = typer.Argument(...)) -> None:
+    """Break a stale run lock (only when the run that holds it is dead)."""
+    from pipeline.store.location import StoreLocation, break_lock
+
+    was = break_lock(StoreLocation(store))
+    console.print(f"lock removed (was: {was})" if was else "no lock was held")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Run the prepare flow with a live progress bar (partitions and audio hours, rate, ETA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def run_with_progress(catalog: str, *, store: str | None, workers: int | None, scheduler: str | None, console: Console) -> dict[str, Any]:
+    from flows import prepare as prep
+    from flows.server import prefect_api
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[hours]:.3f}/{task.fields[total_hours]:.3f} h audio"),
+        TextColumn("{task.fields[rate]:.0f}x realtime"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    state: dict[str, Any] = {}
+
+    def on_plan(plan) -> None:
+        state["task"] = progress.add_task("partitions", total=len(plan.partitions), hours=0.0, total_hours=plan.planned_audio_seconds / 3600, rate=0.0)
+        state["seconds"] = 0.0
+        import time
+
+        state["t0"] = time.perf_counter()
+        try:
+            from distributed import get_client
+
+            link = get_client().dashboard_link
+            console.print(f"Dask dashboard: {link}")
+        except Exception:  # noqa: BLE001 - no dashboard is fine
+            pass
+        progress.start()
+
+    def on_partition(result: dict[str, Any]) -> None:
+        import time
+
+        state["seconds"] += result.get("audio_seconds", 0.0)
+        elapsed = max(time.perf_counter() - state["t0"], 1e-9)
+        progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
+
+    prep.PROGRESS_HOOK.update(plan=on_plan, partition=on_partition)
+    try:
+        with prefect_api():
+            return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler)
+    finally:
+        progress.stop()
+        prep.PROGRESS_HOOK.update(plan=None, partition=None)

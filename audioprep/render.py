@@ -1,0 +1,39 @@
+"""Rich rendering of ``audioprep inspect``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def render_inspect(info: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]{info['dataset']}[/] at {info['url']}: version {info['version']}, format {info['format_version']}, layout {info['layout']}")
+    t = Table(title="examples per split and label")
+    for c in ("split", "label", "examples"):
+        t.add_column(c, justify="right" if c == "examples" else "left")
+    for split, labels in info["counts"].items():
+        for label, n in labels.items():
+            t.add_row(split, label, str(n))
+    console.print(t)
+    d = Table(title="durations")
+    for c in ("split", "examples", "hours", "min s", "mean s", "max s", "augmented copies"):
+        d.add_column(c)
+    for split, s in info["durations"].items():
+        d.add_row(split, str(s["n"]), f"{s['hours']:.4f}", f"{s['min_s']:.2f}", f"{s['mean_s']:.2f}", f"{s['max_s']:.2f}", str(info["augmented_copies"].get(split, 0)))
+    console.print(d)
+    f = Table(title=f"features (normalization: {info['normalization']})")
+    for c in ("feature", "array shape", "frame shape", "dtype", "dims"):
+        f.add_column(c)
+    for name, a in info["features"].items():
+        f.add_row(name, str(tuple(a["shape"])), str(tuple(a["frame_shape"] or ())), a["dtype"], ", ".join(a["dims"]))
+    console.print(f)
+    console.print(f"rejected files: {info['rejects']}; flagged (kept): {info['flagged']}")
+    for r in info["reject_rows"][:10]:
+        console.print(f"  [yellow]{r['source']}:{r['path']}[/] [{r['stage']}] {r['error_class']}: {r['message']}")
+    console.print(f"provenance: catalog {info['catalog_hash']}; " + ", ".join(f"{k} {v}" for k, v in (info["package_versions"] or {}).items()))
+    for v in info["versions"][-5:]:
+        console.print(f"  version {v['version']}: run {v['run_id']} committed {v['committed']}, {v['examples']} examples, {v['rejected']} rejected")
+    for w in info["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {w}")

@@ -1,0 +1,133 @@
+"""The ``prepare`` flow: catalog -> partitions on Dask -> committed store version.
+
+It only wires ``pipeline`` calls into Prefect tasks. Probing and partitions run on Dask
+through prefect-dask (an embedded LocalCluster of worker processes, or an existing
+scheduler); discovery, planning and the commit run in the flow's process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
+
+from pipeline.config.catalog import LoadedCatalog, load_catalog
+from pipeline.io.discovery import probe_headers
+from pipeline.report.summary import markdown_summary, reject_table_rows
+from pipeline.run import commit, planner, steps
+from pipeline.run.partition import process_partition
+from pipeline.store.location import acquire_lock, release_lock
+
+# set by the CLI for a live progress bar; flows stay parameterised by plain values only
+PROGRESS_HOOK: dict[str, Callable[..., None] | None] = {"plan": None, "partition": None}
+
+TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="discover-sources", **TASK_OPTS)
+def discover_task(loaded: LoadedCatalog):
+    return steps.discover(loaded)
+
+
+@task(name="probe-headers", task_run_name="probe-headers-{index}", retries=2, retry_delay_seconds=[1, 5], **TASK_OPTS)
+def probe_task(batch, options, index: int = 0):
+    return probe_headers(batch, options)
+
+
+@task(name="plan-run", **TASK_OPTS)
+def plan_task(loaded, refs, headers, banks, location, run_id):
+    return planner.build_plan(loaded, refs, headers, banks, location=location, run_id=run_id)
+
+
+@task(name="prepare-store", **TASK_OPTS)
+def prepare_store_task(plan):
+    commit.prepare_store(plan)
+
+
+@task(name="partition", task_run_name="partition-{spec.index:05d}", retries=3, retry_delay_seconds=[2, 10, 30], **TASK_OPTS)
+def partition_task(spec, ctx):
+    return process_partition(spec, ctx)
+
+
+@task(name="commit-version", **TASK_OPTS)
+def commit_task(plan, wall_seconds):
+    return commit.commit_run(plan, wall_seconds=wall_seconds)
+
+
+def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> DaskTaskRunner:
+    """An existing scheduler, or an embedded LocalCluster of worker processes."""
+    if scheduler:
+        return DaskTaskRunner(address=scheduler)
+    env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers or os.cpu_count() or 1,
+            "threads_per_worker": threads_per_worker,
+            "processes": True,
+            "dashboard_address": ":0",
+            "env": env,
+        },
+    )
+
+
+@flow(name="prepare-partitions", log_prints=False)
+def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    logger = get_run_logger()
+    location = steps.store_location(loaded, store)
+    refs, banks = discover_task(loaded)
+    opts = steps.source_options(loaded)
+    batches = steps.probe_batches(refs, loaded.catalog.execution.probe_batch_files)
+    headers = {}
+    for fut in [probe_task.submit(b, opts, index=i) for i, b in enumerate(batches)]:
+        headers.update((h.example_id, h) for h in fut.result())
+    acquire_lock(location, run_id)
+    try:
+        plan = plan_task(loaded, refs, headers, banks, location, run_id)
+        del headers
+        if plan.up_to_date:
+            logger.info("store %s is up to date: no new or changed files, no feature work", location.url)
+            return steps.up_to_date_summary(plan, time.perf_counter() - t0)
+        logger.info("%d partition(s), %.2f h of audio to process", len(plan.partitions), plan.planned_audio_seconds / 3600)
+        if PROGRESS_HOOK["plan"]:
+            PROGRESS_HOOK["plan"](plan)
+        prepare_store_task(plan)
+        futures = [partition_task.submit(p, plan.ctx) for p in plan.partitions]
+        for fut in as_completed(futures):
+            result = fut.result()
+            if PROGRESS_HOOK["partition"]:
+                PROGRESS_HOOK["partition"](result)
+        return commit_task(plan, time.perf_counter() - t0)
+    finally:
+        release_lock(location, run_id)
+
+
+@flow(name="prepare", log_prints=False)
+def prepare(catalog_path: str, store: str | None = None, workers: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
+    """Prepare the dataset described by ``catalog_path`` into its Zarr store."""
+    loaded = load_catalog(catalog_path)
+    ex = loaded.catalog.execution
+    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
+    summary = run_on_dask.with_options(task_runner=runner)(loaded, store, planner.new_run_id())
+    if not summary.get("up_to_date"):
+        create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
+        rows = reject_table_rows(summary)
+        if rows:
+            create_table_artifact(rows, key="audioprep-rejects", description="files rejected by this run")
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.server import prefect_api
+
+    with prefect_api():
+        print(prepare(sys.argv[1]))

@@ -1,0 +1,245 @@
+"""Driver-side planning of a run: what is new, changed, removed; splits; partitions.
+
+Everything here is deterministic in (catalog, seed, committed store state, listed files):
+the plan never depends on the number of workers, and a resumed run plans the same
+partitions as the run it resumes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.augment import build_chain
+from pipeline.config.catalog import LoadedCatalog
+from pipeline.config.interpolate import secret_values
+from pipeline.errors import StoreError
+from pipeline.features import build_feature_set
+from pipeline.io.audio import resampled_length
+from pipeline.io.discovery import FileRef, Header
+from pipeline.plan.partition import PartitionSpec, WorkItem, plan_partitions
+from pipeline.plan.splits import SplitUnit, assign_splits
+from pipeline.run.context import BankFile, RunContext
+from pipeline.store.layout import FORMAT_VERSION, Layout, make_layout
+from pipeline.store.location import StoreLocation
+from pipeline.store.state import StoreState, read_state
+
+ACTIVE = ("ok", "flagged")
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    started: str
+    loaded: LoadedCatalog
+    location: StoreLocation
+    layout: Layout
+    fingerprint: str
+    ctx: RunContext
+    partitions: list[PartitionSpec]
+    allocated: int
+    """Axis-0 length the feature arrays need after this run."""
+    previous: StoreState | None
+    keep_ids: set[str] = field(default_factory=set)
+    replaced_ids: set[str] = field(default_factory=set)
+    removed_ids: set[str] = field(default_factory=set)
+    probe_rejects: list[dict[str, Any]] = field(default_factory=list)
+    kept_reject_ids: set[str] = field(default_factory=set)
+    discovered: int = 0
+    planned_audio_seconds: float = 0.0
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.partitions and not self.removed_ids and not self.replaced_ids and not self.probe_rejects
+
+    @property
+    def store_url(self) -> str:
+        return self.location.url
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def copy_length_factor(loaded: LoadedCatalog) -> float:
+    """How much longer an augmented copy can be than its source (stretch/speed below 1)."""
+    factor = 1.0
+    for t in loaded.catalog.augment.waveform:
+        d = t.model_dump()
+        if d.get("name") == "time_stretch":
+            factor /= min(float(d.get("min_rate", 1.0)), 1.0)
+        elif d.get("name") == "speed":
+            lows = [float(x) for x in d.get("factors") or []] + ([float(d["min_factor"])] if d.get("min_factor") is not None else [])
+            if lows:
+                factor /= min(min(lows), 1.0)
+    return factor * 1.01
+
+
+def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
+    """Hash of every setting that changes computed bytes; a store only holds one."""
+    c = loaded.catalog
+    payload = {
+        "format": FORMAT_VERSION,
+        "audio": c.audio.model_dump(mode="json"),
+        "features": build_feature_set(c.features, c.audio.sample_rate).params(),
+        "augment": c.augment.model_dump(mode="json"),
+        "seed": c.seed,
+        "layout": layout.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_run_layout(loaded: LoadedCatalog) -> Layout:
+    c = loaded.catalog
+    fset = build_feature_set(c.features, c.audio.sample_rate)
+    shapes = {k: tuple(v) for k, v in fset.frame_shapes().items()}
+    if c.audio.clip.mode == "fixed":
+        n = int(round(c.audio.clip.seconds * c.audio.sample_rate))
+        frames = fset.n_frames(n)
+        nominal = max(1, int(c.execution.partition_seconds / c.audio.clip.seconds))
+        return make_layout(shapes, dense_frames=frames, nominal_partition_len=nominal)
+    nominal = int(c.execution.partition_seconds * c.audio.sample_rate / fset.hop_length)
+    return make_layout(shapes, dense_frames=0, nominal_partition_len=nominal)
+
+
+def build_plan(
+    loaded: LoadedCatalog,
+    refs: list[FileRef],
+    headers: dict[str, Header],
+    bank_refs: list[FileRef],
+    *,
+    location: StoreLocation,
+    run_id: str | None = None,
+) -> RunPlan:
+    """Decide the work of a run from the listed files, their headers and the store's state."""
+    c = loaded.catalog
+    layout = make_run_layout(loaded)
+    fp = fingerprint(loaded, layout)
+    prev = read_state(location)
+    if prev is not None and prev.fingerprint != fp:
+        raise StoreError(
+            f"output.store {location.url} was written with other audio/feature/augment settings "
+            f"(fingerprint {prev.fingerprint}, now {fp}). Point output.store at a new path, or "
+            "rerun with --overwrite to rebuild it."
+        )
+    fset = build_feature_set(c.features, c.audio.sample_rate)
+    chain = build_chain(c.augment)
+    sr = c.audio.sample_rate
+
+    prev_rows = prev.originals() if prev else {}
+    prev_rejects = prev.rejects_by_id() if prev else {}
+    keep, replaced, kept_rejects = set(), set(), set()
+    probe_rejects: list[dict[str, Any]] = []
+    todo: list[FileRef] = []
+    seen: set[str] = set()
+    for ref in refs:
+        seen.add(ref.example_id)
+        old = prev_rows.get(ref.example_id)
+        if old is not None and old["content_key"] == ref.content_key:
+            keep.add(ref.example_id)
+            continue
+        rj = prev_rejects.get(ref.example_id)
+        if rj is not None and rj["content_key"] == ref.content_key:
+            kept_rejects.add(ref.example_id)
+            continue
+        if old is not None:
+            replaced.add(ref.example_id)
+        h = headers.get(ref.example_id)
+        problem = _header_problem(ref, h, c)
+        if problem:
+            probe_rejects.append(problem)
+            continue
+        todo.append(ref)
+    removed = {i for i in prev_rows if i not in seen}
+
+    previous_split = prev.group_splits() if prev else {}
+    previous_counts = prev.split_label_counts(exclude=removed | replaced) if prev else Counter()
+    units = [SplitUnit(r.example_id, r.group, r.label if c.splits.stratify == "label" else "", r.split) for r in todo]
+    splits = assign_splits(
+        units, c.splits.fractions(), seed=c.split_seed, by=c.splits.by, stratify=c.splits.stratify == "label",
+        previous=previous_split, previous_counts=previous_counts,
+    )
+
+    items = []
+    for r in sorted(todo, key=lambda r: (r.source, r.rel_path)):
+        h = headers[r.example_id]
+        split = splits[r.example_id]
+        copies = chain.copies if split in chain.splits else 0
+        items.append(WorkItem(r.example_id, r.source, r.rel_path, r.url, r.content_key, r.label, r.group, split, copies, h.frames, h.sample_rate, h.channels))
+
+    start = prev.allocated if prev else 0
+    parts = plan_partitions(
+        items, layout=layout, start=start, partition_seconds=c.execution.partition_seconds, target_sr=sr,
+        n_frames=fset.n_frames, copy_length_factor=copy_length_factor(loaded), fingerprint=fp,
+    )
+    allocated = (parts[-1].start + parts[-1].capacity) if parts else start
+
+    src_opts = {s.name: s.storage_options for s in c.sources}
+    secrets = tuple(sorted(set(secret_values(src_opts) + secret_values(c.output.storage_options))))
+    ctx = RunContext(
+        store_url=location.url,
+        store_options=location.storage_options,
+        layout=layout,
+        features=c.features,
+        audio=c.audio,
+        augment=c.augment,
+        seed=c.seed,
+        source_options=src_opts,
+        source_cache={s.name: (s.cache, s.cache_dir) for s in c.sources},
+        bank_files=tuple(BankFile(b.source, b.url) for b in bank_refs),
+        fetch_concurrency=c.execution.fetch_concurrency,
+        secrets=secrets,
+    )
+    return RunPlan(
+        run_id=run_id or new_run_id(),
+        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        loaded=loaded,
+        location=location,
+        layout=layout,
+        fingerprint=fp,
+        ctx=ctx,
+        partitions=parts,
+        allocated=allocated,
+        previous=prev,
+        keep_ids=keep,
+        replaced_ids=replaced,
+        removed_ids=removed,
+        probe_rejects=probe_rejects,
+        kept_reject_ids=kept_rejects,
+        discovered=len(refs),
+        planned_audio_seconds=sum(p.audio_seconds for p in parts),
+    )
+
+
+def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:
+    def rej(stage: str, cls: str, msg: str) -> dict[str, Any]:
+        return {"id": ref.example_id, "source": ref.source, "path": ref.rel_path, "content_key": ref.content_key,
+                "stage": stage, "error_class": cls, "message": f"{ref.rel_path}: {msg}"[:500]}
+
+    if h is None:
+        return rej("probe", "MissingHeader", "header was not probed")
+    if h.error:
+        if ref.size_bytes == 0:
+            return rej("probe", "EmptyFile", "zero-byte file; remove it or re-export it")
+        return rej("probe", h.error_class or "HeaderError", f"not a readable audio file ({h.error}); check the file or remove it")
+    if h.channels > c.audio.max_channels:
+        return rej("limits", "TooManyChannels", f"{h.channels} channels > audio.max_channels={c.audio.max_channels}")
+    if h.sample_rate <= 0:
+        return rej("probe", "HeaderError", f"invalid sample rate {h.sample_rate}")
+    if h.duration_seconds > c.audio.max_seconds:
+        return rej("limits", "TooLong", f"{h.duration_seconds:.1f} s > audio.max_seconds={c.audio.max_seconds:g}; raise the limit or split the file")
+    if h.frames == 0:
+        return rej("probe", "NoSamples", "header declares no samples (header only or truncated)")
+    return None
+
+
+def audio_seconds_of(headers: dict[str, Header]) -> float:
+    return sum(h.duration_seconds for h in headers.values() if not h.error)
+
+
+__all__ = ["RunPlan", "build_plan", "new_run_id", "resampled_length"]

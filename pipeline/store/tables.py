@@ -1,0 +1,104 @@
+"""Column tables inside the store: one 1-D Zarr array per column, sharing one dimension.
+
+Used for the example table, the rejects table and the per-example summaries. Tables are
+written once per version under ``tables/vNNNNN/`` and never modified afterwards, so a
+reader of a version never sees a half-written table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import zarr
+
+TABLE_CHUNK = 65536
+
+# the example table's columns and dtypes; docs/store-format.md lists their meaning
+EXAMPLE_COLUMNS: dict[str, Any] = {
+    "id": str,
+    "parent": str,
+    "copy": "int16",
+    "source": str,
+    "path": str,
+    "label": str,
+    "group": str,
+    "split": str,
+    "status": str,
+    "flags": str,
+    "content_key": str,
+    "duration_seconds": "float64",
+    "sample_rate_original": "int32",
+    "channels": "int16",
+    "n_samples": "int64",
+    "offset": "int64",
+    "length": "int64",
+    "partition": str,
+    "augment": str,
+    "version_added": "int32",
+}
+
+REJECT_COLUMNS: dict[str, Any] = {
+    "id": str,
+    "source": str,
+    "path": str,
+    "content_key": str,
+    "stage": str,
+    "error_class": str,
+    "message": str,
+    "version_added": "int32",
+}
+
+
+def to_columns(rows: list[Mapping[str, Any]], schema: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, dtype in schema.items():
+        values = [r.get(name, "" if dtype is str else 0) for r in rows]
+        if dtype is str:
+            out[name] = np.array([str(v) for v in values], dtype=object)
+        else:
+            out[name] = np.asarray(values, dtype=dtype)
+    return out
+
+
+def write_table(group: zarr.Group, path: str, columns: Mapping[str, np.ndarray], dim: str, attrs: dict[str, Any] | None = None) -> None:
+    """Write ``columns`` (equal lengths) as arrays under ``group[path]``."""
+    g = group.require_group(path)
+    if attrs:
+        g.attrs.update(attrs)
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"table {path}: columns of different lengths {sorted(lengths)}")
+    for name, values in columns.items():
+        values = np.asarray(values) if not isinstance(values, np.ndarray) else values
+        n = values.shape[0]
+        chunks = (min(max(n, 1), TABLE_CHUNK), *values.shape[1:])
+        if values.dtype == object or values.dtype.kind in "US":
+            arr = g.create_array(name, shape=values.shape, dtype=str, chunks=chunks, dimension_names=(dim,), overwrite=True)
+            if n:
+                arr[:] = np.asarray(values, dtype=object)
+        else:
+            dims = (dim,) if values.ndim == 1 else (dim, *(f"{name}_col{i}" if i else "column" for i in range(values.ndim - 1)))
+            arr = g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks, dimension_names=dims, overwrite=True, fill_value=0)
+            if n:
+                arr[:] = values
+
+
+def read_table(group: zarr.Group, path: str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    g = group[path]
+    names = columns or sorted(g.array_keys())
+    out = {}
+    for name in names:
+        arr = g[name]
+        out[name] = arr[:] if arr.shape[0] else np.empty(arr.shape, dtype=object if arr.dtype.kind in "OUT" else arr.dtype)
+    return out
+
+
+def rows_of(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    names = list(columns)
+    n = len(columns[names[0]]) if names else 0
+    return [{k: _py(columns[k][i]) for k in names} for i in range(n)]
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
