@@ -150,7 +150,8 @@ def test_speed_draws_from_factors_or_range():
     assert seen == {0.8, 1.25}
     out, drawn = speed.apply(y, SR, rng(0), speed.SpeedParams(min_factor=0.95, max_factor=1.05))
     assert 0.95 <= drawn["factor"] <= 1.05 and abs(len(out) - len(y) / drawn["factor"]) <= 1
-    assert speed.SpeedParams().choices == (0.9, 1.0, 1.1)
+    assert speed.SpeedParams().factors == (0.9, 1.0, 1.1)
+    assert speed.SpeedParams.model_validate({"name": "speed"}).model_dump()["factors"] == (0.9, 1.0, 1.1)
 
 
 # ---------------------------------------------------------------- gain

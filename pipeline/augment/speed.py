@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import soxr
@@ -25,6 +25,15 @@ class SpeedParams(StepParams):
     factors: tuple[float, ...] | None = None
     min_factor: float | None = Field(None, gt=0.0)
     max_factor: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_factors(cls, data: Any) -> Any:
+        # Neither form given: the default factors, written into the model so that
+        # model_dump() (store fingerprints, length planning) sees them.
+        if isinstance(data, dict) and all(data.get(k) is None for k in ("factors", "min_factor", "max_factor")):
+            return {**data, "factors": DEFAULT_FACTORS}
+        return data
 
     @field_validator("factors")
     @classmethod
@@ -50,14 +59,6 @@ class SpeedParams(StepParams):
             raise ValueError("min_factor and max_factor go together: give both")
         return self
 
-    @property
-    def choices(self) -> tuple[float, ...] | None:
-        """The discrete factors to choose from, or None when a [min, max] range is used."""
-        if self.factors is not None:
-            return self.factors
-        return None if self.min_factor is not None else DEFAULT_FACTORS
-
-
 def change_speed(y: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     """Resample mono float32 ``y`` (soxr HQ) so it plays ``factor`` times faster at ``sample_rate``.
 
@@ -75,9 +76,8 @@ def change_speed(y: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
 
 def apply(y: np.ndarray, sample_rate: int, rng: np.random.Generator, params: SpeedParams) -> tuple[np.ndarray, dict]:
     """Draw the factor (one draw: an index into ``factors`` or a uniform) and resample."""
-    choices = params.choices
-    if choices is not None:
-        factor = float(choices[int(rng.integers(len(choices)))])
+    if params.factors is not None:
+        factor = float(params.factors[int(rng.integers(len(params.factors)))])
     else:
         factor = uniform(rng, params.min_factor, params.max_factor)
     return change_speed(y, sample_rate, factor), {"name": "speed", "factor": factor}
