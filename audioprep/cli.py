@@ -180,6 +180,54 @@ def unlock(store: str = typer.Argument(...)) -> None:
     console.print(f"lock removed (was: {was})" if was else "no lock was held")
 
 
+@app.command()
+def serve(
+    catalog: str = typer.Argument(..., help="Path to catalog.yaml"),
+    cron: str = typer.Option("0 * * * *", help="Cron schedule of the deployment."),
+    name: str = typer.Option("audioprep-prepare", help="Deployment name."),
+) -> None:
+    """Serve the prepare flow as a scheduled Prefect deployment from this long-running process."""
+    from flows.serve import serve_catalog
+
+    serve_catalog(catalog, cron=cron, name=name)
+
+
+@app.command()
+def report(
+    store: str = typer.Argument(..., help="Store path or URL"),
+    out: str = typer.Option("report", help="Output folder for PNG figures and index.html."),
+    version: Optional[int] = typer.Option(None),
+) -> None:
+    """Write PNG figures and one self-contained HTML page about a store."""
+    from pipeline.errors import AudioprepError
+    from pipeline.report.figures import write_report
+
+    try:
+        page = write_report(store, out, version=version)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {page}")
+
+
+@app.command()
+def preview(
+    catalog: str = typer.Argument(..., help="Path to catalog.yaml"),
+    n: int = typer.Option(5, "--n", help="How many files to preview."),
+    out: str = typer.Option("preview", help="Output folder for the figures."),
+) -> None:
+    """Run the feature and augmentation chain on a few files, without writing a store; save figures."""
+    from pipeline.errors import AudioprepError
+    from pipeline.report.preview import preview as run_preview
+
+    try:
+        page = run_preview(catalog, n=n, out=out)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {page}")
+
+
 def main() -> None:
     try:
         app()

@@ -9,7 +9,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def run_with_progress(catalog: str, *, store: str | None, workers: int | None, scheduler: str | None, console: Console) -> dict[str, Any]:
+    import logging
+
+    from flows import hooks
     from flows import prepare as prep
+
+    for name in ("distributed", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from flows.server import prefect_api
 
     progress = Progress(
@@ -47,10 +53,10 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         elapsed = max(time.perf_counter() - state["t0"], 1e-9)
         progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
 
-    prep.PROGRESS_HOOK.update(plan=on_plan, partition=on_partition)
+    hooks.install(plan=on_plan, partition=on_partition)
     try:
         with prefect_api():
             return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler)
     finally:
         progress.stop()
-        prep.PROGRESS_HOOK.update(plan=None, partition=None)
+        hooks.clear()

@@ -7,9 +7,10 @@ scheduler); discovery, planning and the commit run in the flow's process.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -17,15 +18,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
+from flows import hooks
 from pipeline.config.catalog import LoadedCatalog, load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
 from pipeline.run.partition import process_partition
 from pipeline.store.location import acquire_lock, release_lock
-
-# set by the CLI for a live progress bar; flows stay parameterised by plain values only
-PROGRESS_HOOK: dict[str, Callable[..., None] | None] = {"plan": None, "partition": None}
 
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -72,6 +71,7 @@ def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: 
             "threads_per_worker": threads_per_worker,
             "processes": True,
             "dashboard_address": ":0",
+            "silence_logs": logging.WARNING,
             "env": env,
         },
     )
@@ -96,14 +96,12 @@ def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[s
             logger.info("store %s is up to date: no new or changed files, no feature work", location.url)
             return steps.up_to_date_summary(plan, time.perf_counter() - t0)
         logger.info("%d partition(s), %.2f h of audio to process", len(plan.partitions), plan.planned_audio_seconds / 3600)
-        if PROGRESS_HOOK["plan"]:
-            PROGRESS_HOOK["plan"](plan)
+        hooks.emit("plan", plan)
         prepare_store_task(plan)
         futures = [partition_task.submit(p, plan.ctx) for p in plan.partitions]
         for fut in as_completed(futures):
             result = fut.result()
-            if PROGRESS_HOOK["partition"]:
-                PROGRESS_HOOK["partition"](result)
+            hooks.emit("partition", result)
         return commit_task(plan, time.perf_counter() - t0)
     finally:
         release_lock(location, run_id)

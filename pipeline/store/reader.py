@@ -54,9 +54,9 @@ class AudioDataset:
             raise StoreError(f"{sel.url} has no version {sel.version}; versions: {versions}")
         group = self._open()
         cols = read_table(group, table_path(sel.version, "examples"))
-        keep = np.isin(cols["status"].astype(str), ACTIVE)
+        keep = np.isin(cols["status"], ACTIVE)
         if sel.split is not None:
-            keep &= cols["split"].astype(str) == sel.split
+            keep &= cols["split"] == sel.split
         if not sel.include_copies:
             keep &= cols["copy"] == 0
         self._index = np.flatnonzero(keep)

@@ -90,7 +90,13 @@ def read_table(group: zarr.Group, path: str, columns: list[str] | None = None) -
     out = {}
     for name in names:
         arr = g[name]
-        out[name] = arr[:] if arr.shape[0] else np.empty(arr.shape, dtype=object if arr.dtype.kind in "OUT" else arr.dtype)
+        is_str = arr.dtype.kind in "OUT"
+        if not arr.shape[0]:
+            out[name] = np.empty(arr.shape, dtype=object if is_str else arr.dtype)
+            continue
+        values = arr[:]
+        # zarr returns numpy StringDType; object arrays of str work everywhere (isin, ==, pickling)
+        out[name] = np.array(values.tolist(), dtype=object) if is_str else values
     return out
 
 

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny generated corpus and catalog builders. No fixture mocks a component."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+
+import pytest
+import yaml
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pipeline.demo import make_corpus  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> pathlib.Path:
+    """32 files: 4 classes x 4 speakers x 2 files, WAV@16k and FLAC@22.05k, some stereo."""
+    root = tmp_path_factory.mktemp("corpus") / "audio"
+    make_corpus(root, speakers=4, files_per_speaker_and_class=2, min_seconds=0.5, max_seconds=1.2, seed=1)
+    return root
+
+
+def base_catalog(audio_dir: pathlib.Path, store: pathlib.Path, **overrides) -> dict:
+    cat = {
+        "dataset": "tiny",
+        "seed": 0,
+        "output": {"store": str(store)},
+        "sources": [
+            {
+                "name": "demo",
+                "url": str(audio_dir),
+                "pattern": "**/*.{wav,flac}",
+                "label": {"from": "parent_dir"},
+                "group": {"from": "regex", "pattern": r"(?P<group>spk\d+)_"},
+            }
+        ],
+        "audio": {"sample_rate": 16000},
+        "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 40}, "mfcc": {"n_mfcc": 13}},
+        "splits": {"train": 0.5, "val": 0.25, "test": 0.25},
+        "execution": {"partition_seconds": 8},
+    }
+    for k, v in overrides.items():
+        cat[k] = v
+    return copy.deepcopy(cat)
+
+
+def write_catalog(path: pathlib.Path, cat: dict) -> pathlib.Path:
+    path.write_text(yaml.safe_dump(cat, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def catalog_factory(tmp_path):
+    def make(audio_dir, **overrides):
+        cat = base_catalog(audio_dir, tmp_path / "store.zarr", **overrides)
+        return write_catalog(tmp_path / "catalog.yaml", cat), cat
+
+    return make
