@@ -1,0 +1,117 @@
+"""Serve the ``prepare`` flow as a scheduled Prefect deployment (``audioprep serve``).
+
+The deployment definition lives here, apart from the flow code. ``deploy/prefect.yaml``
+declares the same deployment (name, entrypoint, parameters, schedule, concurrency) for
+``prefect deploy`` onto a work pool; ``tests/test_deploy.py`` keeps the two in step.
+
+A served deployment runs each flow run in a subprocess of the serving process, which
+passes on its environment: ``PREFECT_API_URL`` (so the flow and its Dask workers report
+to the same API) and the credentials that ``${VAR}`` placeholders in the catalog name.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config.catalog import load_catalog
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+DEFAULT_NAME = "audioprep-prepare"
+DEFAULT_CRON = "0 * * * *"
+FLOW_NAME = "prepare"
+TIMEZONE = "UTC"
+TAGS = ("audioprep",)
+CONCURRENCY_LIMIT = 1
+"""Runs of one deployment write one store: a run that comes due while the previous one
+is still going waits (ENQUEUE) instead of failing on the store's lock."""
+
+
+def deployment_options(catalog: str | pathlib.Path, *, cron: str, name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The keyword arguments shared by ``prepare.serve`` and ``prepare.to_deployment``.
+
+    The catalog is validated now (schema and ``${VAR}`` placeholders, not the sources),
+    so a broken catalog fails when the service starts, not at the first scheduled run.
+    Its path is stored absolute: flow runs may start in another working directory.
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    path = pathlib.Path(catalog).expanduser().resolve()
+    load_catalog(path)
+    return dict(
+        name=name,
+        schedules=[cron_schedule(cron)],
+        parameters={"catalog_path": str(path)},
+        description=f"Prepare the dataset of {path} into its Zarr store.",
+        tags=list(TAGS),
+        concurrency_limit=ConcurrencyLimitConfig(limit=CONCURRENCY_LIMIT, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+    )
+
+
+def build_deployment(catalog: str | pathlib.Path, *, cron: str = DEFAULT_CRON, name: str = DEFAULT_NAME) -> RunnerDeployment:
+    """The deployment ``serve_catalog`` serves, built without registering or blocking.
+
+    Pass it to ``prefect.serve`` or a ``prefect.runner.Runner`` to serve it yourself.
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.prepare import prepare
+
+    return prepare.to_deployment(**deployment_options(catalog, cron=cron, name=name), entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def serve_catalog(catalog: str, *, cron: str, name: str = DEFAULT_NAME, limit: int | None = None) -> None:
+    """Serve ``prepare(catalog_path=CATALOG)`` on the cron schedule until interrupted.
+
+    Parameters
+    ----------
+    catalog : path to catalog.yaml; becomes the deployment's default ``catalog_path``.
+    cron : cron expression of the schedule, e.g. ``"0 * * * *"`` (hourly).
+    name : deployment name; runs are triggered as ``prepare/<name>``.
+    limit : most flow runs this process executes at once (None: no limit of its own;
+        the deployment itself allows one run at a time and queues the rest).
+
+    Needs ``PREFECT_API_URL`` pointing at a Prefect server (``prefect server start``) or
+    Prefect Cloud: a temporary API started for the process does not run the scheduler,
+    so the schedule would never fire.
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.prepare import prepare
+
+    require_api_url()
+    options = deployment_options(catalog, cron=cron, name=name)
+    options["global_limit"] = options.pop("concurrency_limit")
+    prepare.serve(**options, limit=limit, entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def require_api_url() -> str:
+    """Return the configured Prefect API URL, or raise ConfigError saying how to set one."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "audioprep serve needs a Prefect API whose scheduler fires the cron schedule: "
+            "start one with `prefect server start` (or use Prefect Cloud) and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    return url
+
+
+def cron_schedule(cron: str, timezone: str = TIMEZONE):
+    """A Prefect cron schedule, or ConfigError when ``cron`` is not a cron expression."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.schedules import Cron
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f'--cron {cron!r} is not a valid cron expression: five fields, minute hour day-of-month month day-of-week, e.g. "0 * * * *" for hourly') from None
+    return Cron(cron, timezone=timezone)
+
+
+__all__ = ["build_deployment", "deployment_options", "serve_catalog", "require_api_url", "cron_schedule", "DEFAULT_NAME", "DEFAULT_CRON"]
