@@ -120,6 +120,10 @@ def test_sample_rate_dependent_problems_name_their_keys():
     assert keys == ["features.log_mel.fmax", "features.spectral_contrast.n_bands"]
     assert "Nyquist" in str(info.value)
     build_feature_set(cfg.model_copy(update={"spectral_contrast": None}), 22050)  # fine at 22.05 kHz
+    tiny = FeaturesConfig.model_validate({"stft": {"n_fft": 32, "hop_length": 16}, "spectral_contrast": {}})
+    with pytest.raises(CatalogError, match="holds no FFT bin") as info:
+        build_feature_set(tiny, 16000)
+    assert info.value.problems[0].key == "features.spectral_contrast.fmin"
 
 
 def test_params_are_strict_json_and_round_trip():

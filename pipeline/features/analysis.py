@@ -5,6 +5,8 @@ per (params, sample_rate) -- the window, the bin frequencies -- and is built onc
 process. :class:`Analysis` is per clip: it frames ``y`` once, runs :func:`_stft` once, and
 memoises the magnitude, ``|X|**p`` spectrograms and mel spectrograms that features ask for.
 
+Per-clip intermediates live in per-thread reusable buffers (:mod:`._scratch`).
+
 Numerics follow ``librosa.stft`` exactly: frames are windowed with the float64 window, the
 real FFT runs in float64 (``scipy.fft``, as librosa) and the result is stored as complex64,
 so the STFT is bit-identical to librosa's for float32 input.
@@ -24,6 +26,7 @@ import scipy.signal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.features._scratch import scratch
 
 PadMode = Literal["constant", "edge", "reflect", "symmetric"]
 
@@ -124,7 +127,15 @@ def frame(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool, pad_mode:
     (as ``librosa.stft``, ``librosa.feature.rms`` and, with ``"edge"``, ``zero_crossing_rate``).
     """
     if center:
-        y = np.pad(y, n_fft // 2, mode=pad_mode)
+        pad = n_fft // 2
+        if pad_mode == "constant":
+            padded = scratch("padded", (y.shape[0] + 2 * pad,), y.dtype)
+            padded[:pad] = 0
+            padded[pad : pad + y.shape[0]] = y
+            padded[pad + y.shape[0] :] = 0
+            y = padded
+        else:
+            y = np.pad(y, pad, mode=pad_mode)
     n = 1 + (y.shape[0] - n_fft) // hop_length
     return np.lib.stride_tricks.as_strided(
         y, shape=(n, n_fft), strides=(y.strides[0] * hop_length, y.strides[0]), writeable=False
@@ -136,16 +147,19 @@ def frame(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool, pad_mode:
 STFT_BLOCK_BYTES = 1 << 18
 
 
-def _stft(frames: np.ndarray, window: np.ndarray, *, magnitude: bool = False) -> np.ndarray:
+def _stft(
+    frames: np.ndarray, window: np.ndarray, *, magnitude: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """The STFT of time-major frames [shape=(n_frames, 1 + n_fft // 2)].
 
     The one place an FFT of the signal is taken (tests count calls to it). As librosa:
     float32 frames times the float64 window, float64 real FFT, rounded to complex64.
     With ``magnitude=True`` returns ``np.abs`` of that (float32) block by block, without
-    keeping the complex matrix.
+    keeping the complex matrix. ``out``: where to write (else a new array).
     """
     n_frames, n_fft = frames.shape
-    out = np.empty((n_frames, 1 + n_fft // 2), dtype=np.float32 if magnitude else np.complex64)
+    if out is None:
+        out = np.empty((n_frames, 1 + n_fft // 2), dtype=np.float32 if magnitude else np.complex64)
     block = max(1, STFT_BLOCK_BYTES // (8 * n_fft))
     spec = np.empty((min(block, n_frames), 1 + n_fft // 2), dtype=np.complex64)
     for start in range(0, n_frames, block):
@@ -194,7 +208,8 @@ class Analysis:
         """float32 ``|X|`` [shape=(n_frames, n_bins)], equal to ``np.abs(librosa.stft(...)).T``."""
         if "stft" in self.__dict__:
             return np.abs(self.stft)
-        return _stft(self.frames, self.plan.window, magnitude=True)
+        out = scratch("magnitude", (self.frames.shape[0], self.plan.n_bins), np.float32)
+        return _stft(self.frames, self.plan.window, magnitude=True, out=out)
 
     def spectrum(self, power: float) -> np.ndarray:
         """float32 ``|X| ** power`` [shape=(n_frames, n_bins)] (librosa's ``_spectrogram``)."""
@@ -202,7 +217,8 @@ class Analysis:
             return self.magnitude
         out = self._spectra.get(power)
         if out is None:
-            out = self._spectra[power] = self.magnitude**power
+            mag = self.magnitude
+            out = self._spectra[power] = np.power(mag, power, out=scratch(f"spectrum_{power!r}", mag.shape, mag.dtype))
         return out
 
     def memo(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:

@@ -28,14 +28,16 @@ class ChromaParams(FeatureParams):
     tuning: Annotated[float, Field(ge=-0.5, lt=0.5)] | Literal["estimate"] = Field(
         0.0, description="deviation from A440 in fractions of a chroma bin, or 'estimate' (per clip)"
     )
-    norm: float | None = Field(math.inf, description="per-frame normalisation order (librosa.util.normalize); null = none")
+    norm: float | None = Field(math.inf, description="per-frame normalisation order (util.normalize); null = none")
     ctroct: float = 5.0
     octwidth: float | None = Field(2.0, gt=0.0)
     base_c: bool = True
 
 
 @functools.lru_cache(maxsize=128)
-def _filterbank_t(sample_rate: int, n_fft: int, n_chroma: int, tuning: float, ctroct: float, octwidth: float | None, base_c: bool) -> np.ndarray:
+def _filterbank_t(
+    sample_rate: int, n_fft: int, n_chroma: int, tuning: float, ctroct: float, octwidth: float | None, base_c: bool
+) -> np.ndarray:
     fb = librosa.filters.chroma(
         sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=tuning, ctroct=ctroct, octwidth=octwidth, base_c=base_c
     )
@@ -64,7 +66,8 @@ def compute(ana: Analysis, p: ChromaParams, fb_t: np.ndarray | None) -> np.ndarr
     power = ana.spectrum(2.0)
     if fb_t is None:
         tuning = librosa.estimate_tuning(S=power.T, sr=ana.plan.sample_rate, bins_per_octave=p.n_chroma)
-        fb_t = _filterbank_t(ana.plan.sample_rate, ana.plan.n_fft, p.n_chroma, float(tuning), p.ctroct, p.octwidth, p.base_c)
+        plan = ana.plan
+        fb_t = _filterbank_t(plan.sample_rate, plan.n_fft, p.n_chroma, float(tuning), p.ctroct, p.octwidth, p.base_c)
     raw = np.dot(power, fb_t)
     if p.norm is None:
         return raw

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import CatalogError, Problem
+from pipeline.features import _scratch
 from pipeline.features import summaries as _summaries
 from pipeline.features._base import FeatureParams, FeatureSpec, json_safe
 from pipeline.features.analysis import Analysis, StftPlan
@@ -93,10 +94,12 @@ class FeatureSet:
         for spec, params, state in self._entries:
             x = spec.compute(ana, params, state)
             x = np.ascontiguousarray(x, dtype=np.float32).reshape((n, *self._shapes[spec.name]))
-            out[spec.name] = x
+            out[spec.name] = x.copy() if _scratch.owns(x) else x
         return out
 
-    def normalize(self, feats: dict[str, np.ndarray], stats: dict[str, RunningStats] | None = None) -> dict[str, np.ndarray]:
+    def normalize(
+        self, feats: dict[str, np.ndarray], stats: dict[str, RunningStats] | None = None
+    ) -> dict[str, np.ndarray]:
         """Apply the configured normalisation to computed features (a new dict).
 
         ``none``: unchanged. ``per_example``: :func:`normalize.per_example` per feature.

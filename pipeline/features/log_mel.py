@@ -21,7 +21,9 @@ class LogMelParams(MelBandParams):
     top_db: float | None = Field(80.0, ge=0.0, description="floor at (clip max - top_db); null = none")
 
 
-def power_to_db(S: np.ndarray, *, ref: float | str = 1.0, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
+def power_to_db(
+    S: np.ndarray, *, ref: float | str = 1.0, amin: float = 1e-10, top_db: float | None = 80.0
+) -> np.ndarray:
     """``librosa.power_to_db`` on a new array (same float32 operations, same result).
 
     ``top_db`` and ``ref="max"`` use the maximum over the whole clip, as librosa does.

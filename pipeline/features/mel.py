@@ -52,7 +52,7 @@ def check_bands(p: MelBandParams, stft: StftParams, sample_rate: int) -> list[st
     problems = []
     nyquist = sample_rate / 2
     if p.fmax is not None and p.fmax > nyquist:
-        problems.append(f"fmax: {p.fmax:g} Hz is above the Nyquist frequency {nyquist:g} Hz of sample_rate {sample_rate}")
+        problems.append(f"fmax: {p.fmax:g} Hz is above the Nyquist frequency ({nyquist:g} Hz at {sample_rate} Hz)")
     if p.fmin >= resolved_fmax(p, sample_rate):
         problems.append(f"fmin: {p.fmin:g} Hz must be below fmax ({resolved_fmax(p, sample_rate):g} Hz)")
     return problems

@@ -27,6 +27,14 @@ def check(p: SpectralContrastParams, stft: StftParams, sample_rate: int) -> list
             f"n_bands: fmin * 2**(n_bands-1) = {top:g} Hz reaches the Nyquist frequency "
             f"{sample_rate / 2:g} Hz; lower fmin or n_bands"
         ]
+    freq = librosa.fft_frequencies(sr=sample_rate, n_fft=stft.n_fft)
+    edges = [0.0] + [p.fmin * 2.0**k for k in range(p.n_bands + 1)]
+    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        if not np.any((freq >= low) & (freq <= high)):
+            return [
+                f"fmin: band {k} ({low:g}-{high:g} Hz) holds no FFT bin at features.stft.n_fft="
+                f"{stft.n_fft}; raise fmin or n_fft"
+            ]
     return []
 
 

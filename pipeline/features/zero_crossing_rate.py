@@ -3,7 +3,7 @@
 
 librosa pads with ``"edge"`` (whatever the STFT's pad_mode), treats ``|y| <= threshold``
 as zero and does not count the first sample of a frame. Here crossings are found once per
-sample of ``y`` (edge padding adds none) and counted per frame with a cumulative sum: the
+sample of ``y`` (edge padding adds none) and counted per frame from a running total: the
 counts are exact integers, so the rates equal librosa's.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.features._base import FeatureParams, FeatureSpec
+from pipeline.features._scratch import scratch
 from pipeline.features.analysis import Analysis, StftParams
 
 
@@ -29,7 +30,6 @@ def frame_shape(p: ZeroCrossingRateParams, stft: StftParams, sample_rate: int) -
 
 def compute(ana: Analysis, p: ZeroCrossingRateParams, state: None) -> np.ndarray:
     stft = ana.plan.params
-    n_fft, hop = stft.n_fft, stft.hop_length
     y = ana.y
     thr = np.asarray(p.threshold, dtype=y.dtype)
     if p.zero_pos:  # signbit after zeroing |y| <= threshold
@@ -37,16 +37,18 @@ def compute(ana: Analysis, p: ZeroCrossingRateParams, state: None) -> np.ndarray
     else:  # sign after zeroing |y| <= threshold
         side = (y > thr).view(np.int8) - (y < -thr).view(np.int8)
     # total[i] = crossings between samples (0, 1) ... (i - 1, i) of y
-    total = np.zeros(y.shape[0], dtype=np.int32)
+    total = scratch("zcr_total", y.shape, np.int32)
+    total[0] = 0
     np.cumsum(side[1:] != side[:-1], out=total[1:])
-    # Frame t covers padded samples s .. s + n_fft - 1 (s = t * hop); it counts the crossings
-    # into samples s + 1 .. s + n_fft - 1. "edge" padding repeats y[0] / y[-1]: no crossings.
+    # Frame t covers (edge-padded) samples s .. s + n_fft - 1, s = t * hop (- n_fft // 2), and
+    # counts crossings into samples s + 1 .. s + n_fft - 1. Edge padding repeats y[0] / y[-1]:
+    # it adds no crossings, so the window is clipped to y.
     n = ana.plan.n_frames(y.shape[0])
-    start = np.arange(n, dtype=np.int64) * hop - (n_fft // 2 if stft.center else 0)
-    last = np.clip(start + n_fft - 1, 0, y.shape[0] - 1)
+    start = np.arange(n, dtype=np.int64) * stft.hop_length - (stft.n_fft // 2 if stft.center else 0)
+    last = np.clip(start + stft.n_fft - 1, 0, y.shape[0] - 1)
     first = np.clip(start, 0, y.shape[0] - 1)
     counts = total[last] - total[first]
-    return (counts / n_fft).astype(np.float32)[:, None]
+    return (counts / stft.n_fft).astype(np.float32)[:, None]
 
 
 SPEC = FeatureSpec(
