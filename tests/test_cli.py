@@ -1,0 +1,66 @@
+"""The console script, run as a user runs it (a subprocess), against real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import pathlib
+
+import pytest
+
+from tests.conftest import base_catalog, write_catalog
+
+BIN = pathlib.Path(sys.executable).with_name("audioprep")
+
+
+def cli(*args, env_extra=None, timeout=300):
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
+    env.update(env_extra or {})
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_validate_reports_all_problems_with_key_paths(tiny_corpus, tmp_path):
+    cat = base_catalog(tiny_corpus, tmp_path / "s.zarr")
+    cat["splits"] = {"train": 0.9, "val": 0.2, "test": 0.1}
+    cat["audio"]["smaple_rate"] = 1
+    cat["sources"][0]["url"] = str(tmp_path / "missing")
+    p = write_catalog(tmp_path / "c.yaml", cat)
+    r = cli("validate", str(p))
+    assert r.returncode == 2
+    assert "splits" in r.stderr and "audio.smaple_rate" in r.stderr
+    assert "Traceback" not in r.stderr
+    cat = base_catalog(tiny_corpus, tmp_path / "s.zarr")
+    cat["sources"][0]["url"] = str(tmp_path / "missing")
+    r = cli("validate", write_catalog(tmp_path / "c2.yaml", cat).as_posix())
+    assert r.returncode == 2 and "sources.0.url" in r.stderr and "does not exist" in r.stderr
+    r = cli("validate", write_catalog(tmp_path / "c3.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr")).as_posix())
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
+    p = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 40}, "summaries": ["mean", "std"]}))
+    env = {"PREFECT_HOME": str(tmp_path / "prefect")}
+    r = cli("run", str(p), "--workers", "2", "--json", str(tmp_path / "sum.json"), env_extra=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    for word in ("train", "val", "test", "rejected files: 0", "x realtime", "store:"):
+        assert word in out, word
+    summary = json.loads((tmp_path / "sum.json").read_text())
+    assert summary["examples"] == 32 and sum(sum(v.values()) for v in summary["counts"].values()) == 32
+    r = cli("inspect", str(tmp_path / "s.zarr"))
+    assert r.returncode == 0 and "log_mel" in r.stdout and "float32" in r.stdout and "provenance" in r.stdout
+    r = cli("export", str(tmp_path / "s.zarr"), "--table", "summaries", "--format", "csv", "--out", str(tmp_path / "sum.csv"))
+    assert r.returncode == 0, r.stderr
+    header = (tmp_path / "sum.csv").read_text().splitlines()[0].split(",")
+    assert "label" in header and any(h.startswith("log_mel") and h.endswith("mean") for h in header)
+    assert len((tmp_path / "sum.csv").read_text().splitlines()) == 33
+    r = cli("run", str(p), "--workers", "1", env_extra=env)
+    assert r.returncode == 0 and "up to date" in r.stdout
+
+
+def test_inspect_missing_store_is_a_clear_error(tmp_path):
+    r = cli("inspect", str(tmp_path / "nothing.zarr"))
+    assert r.returncode == 2 and "no" in r.stderr.lower() and "Traceback" not in r.stderr
