@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import shutil
@@ -188,3 +189,23 @@ def test_preview_draws_files_and_writes_no_store(tiny_corpus, tmp_path):
 def test_preview_rejects_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match="at least 1"):
         preview(str(tmp_path / "catalog.yaml"), n=0)
+
+
+def test_preview_chain_makes_the_very_copies_the_run_stored(full_store):
+    from pipeline.augment import build_chain
+    from pipeline.features import build_feature_set
+    from pipeline.io.audio import decode, resample, to_mono
+    from pipeline.report.preview import run_chain
+    from pipeline.store.reader import open_dataset
+
+    cat = load_catalog(pathlib.Path(full_store).parent / "catalog.yaml").catalog
+    ds = open_dataset(full_store, "train", normalize=False)
+    row = int(np.flatnonzero(ds.table["copy"] == 1)[0])
+    source = pathlib.Path(cat.sources[0].url) / str(ds.table["path"][row])
+    d = decode(source.read_bytes(), str(source), max_seconds=600, max_channels=8)
+    y = resample(to_mono(d.y), d.sample_rate, cat.audio.sample_rate)
+    versions = run_chain(y, str(ds.table["parent"][row]), seed=cat.seed, sample_rate=cat.audio.sample_rate, clip=cat.audio.clip,
+                         fset=build_feature_set(cat.features, cat.audio.sample_rate), chain=build_chain(cat.augment), banks={})
+    stored = ds[row]
+    np.testing.assert_allclose(versions[1].feats["log_mel"], stored["features"]["log_mel"], atol=1e-4)
+    assert format_drawn(versions[1].drawn) == format_drawn(json.loads(str(ds.table["augment"][row])))
