@@ -67,7 +67,10 @@ def item_length(item: WorkItem, *, layout: Layout, target_sr: int, n_frames: Cal
     if layout.mode == "dense":
         return 1 + item.copies
     n = resampled_length(item.frames, item.sample_rate, target_sr) + 1
-    total = n_frames(n)
+    try:
+        total = n_frames(n)
+    except ValueError:  # shorter than one window with center=False: rejected by the partition
+        return 0
     if item.copies:
         total += item.copies * n_frames(int(math.ceil(n * copy_length_factor)) + 1)
     return total

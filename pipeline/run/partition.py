@@ -8,6 +8,7 @@ Arrays go from the worker straight to the store; the task returns a small record
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from functools import lru_cache
@@ -28,6 +29,8 @@ from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
 
 MANIFEST_DIR = "_partitions"
+# fault-injection tests widen the window between compute and commit to kill a process in it
+_FAULT_DELAY_SECONDS = float(os.environ.get("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS", "0") or 0)
 
 
 def manifest_path(partition_id: str) -> str:
@@ -181,6 +184,8 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             )
             cursor += length
 
+    if _FAULT_DELAY_SECONDS:
+        time.sleep(_FAULT_DELAY_SECONDS)
     if cursor:
         _write_region(loc, spec, buffers, layout, cursor)
     buffers.clear()

@@ -1,0 +1,179 @@
+"""Real processes, real failures: an external `dask scheduler` + `dask worker` cluster, a
+worker SIGKILLed mid-partition, and a driver killed mid-run then resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline import open_dataset
+from tests.conftest import base_catalog, write_catalog
+
+pytestmark = pytest.mark.slow
+BIN = pathlib.Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mp_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, mp_module):
+    mp_module.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect")))
+    from flows.server import prefect_api
+
+    with prefect_api() as url:
+        yield url
+
+
+def _wait_for(pred, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def _same_examples(a_store, b_store):
+    a, b = open_dataset(str(a_store)), open_dataset(str(b_store))
+    assert sorted(a.table["id"]) == sorted(b.table["id"])
+    assert len(set(a.table["id"])) == len(a)  # every example exactly once
+    ids_b = list(b.table["id"])
+    for i in range(len(a)):
+        j = ids_b.index(a.table["id"][i])
+        np.testing.assert_array_equal(a[i]["features"]["log_mel"], b[j]["features"]["log_mel"])
+
+
+@pytest.fixture(scope="module")
+def reference_store(tiny_corpus, tmp_path_factory):
+    from pipeline.config.catalog import load_catalog
+    from pipeline.run.steps import run_catalog
+
+    d = tmp_path_factory.mktemp("ref")
+    loaded = load_catalog(write_catalog(d / "c.yaml", base_catalog(tiny_corpus, d / "ref.zarr", execution={"partition_seconds": 3})))
+    run_catalog(loaded)
+    return d / "ref.zarr"
+
+
+def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, tmp_path, reference_store):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_API_URL": api}
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        addr = f"tcp://127.0.0.1:{port}"
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(addr, timeout=60) as c:
+            c.wait_for_workers(2, timeout=60)
+        from flows.prepare import prepare
+
+        cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", execution={"partition_seconds": 3, "scheduler": addr}))
+        summary = prepare(str(cat))
+        assert summary["examples"] == 32
+        _same_examples(tmp_path / "s.zarr", reference_store)
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+        from prefect.client.schemas.sorting import TaskRunSort
+
+        async def runs():
+            async with get_client() as client:
+                trs = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-")), limit=200, sort=TaskRunSort.NAME_ASC)
+                return [t for t in trs if t.state_type.value == "COMPLETED"]
+
+        assert len(asyncio.run(runs())) >= summary["partitions"]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_worker_sigkill_mid_partition_loses_nothing(api, tiny_corpus, tmp_path, reference_store, mp_module):
+    import threading
+
+    import psutil
+
+    from flows.prepare import prepare
+
+    store = tmp_path / "s.zarr"
+    # slow every partition down a little (in the workers) so a kill lands mid-partition
+    mp_module.setenv("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS", "1.5")
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store, execution={"partition_seconds": 3, "retries": 3}))
+    killed = []
+
+    def killer():
+        me = psutil.Process()
+        def workers():
+            return [p for p in me.children(recursive=True) if "distributed" in " ".join(p.cmdline()) or "spawn" in " ".join(p.cmdline())]
+        try:
+            _wait_for(lambda: (store / "_partitions").exists() and any((store / "_partitions").iterdir()), 120, "first manifest")
+            time.sleep(0.3)
+            leaves = [p for p in workers() if not p.children()]
+            if leaves:
+                os.kill(leaves[0].pid, signal.SIGKILL)
+                killed.append(leaves[0].pid)
+        except Exception as exc:  # noqa: BLE001
+            killed.append(exc)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        summary = prepare(str(cat), workers=2)
+    finally:
+        mp_module.delenv("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
+    t.join(5)
+    assert killed and isinstance(killed[0], int), killed
+    assert summary["examples"] == 32
+    _same_examples(store, reference_store)
+
+
+def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_store):
+    store = tmp_path / "s.zarr"
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store, execution={"partition_seconds": 3}))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "1.0"}
+    env.pop("PREFECT_API_URL", None)
+    p = subprocess.Popen([str(BIN / "audioprep"), "run", str(cat), "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: (store / "_partitions").exists() and len(list((store / "_partitions").glob("*.json"))) >= 2, 120, "two manifests")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # the driver and its whole process group, no clean-up
+        p.wait(30)
+    done_before = len(list((store / "_partitions").glob("*.json")))
+    assert (store / "_lock.json").exists()  # the dead run's lock is still there
+    g = zarr.open_group(str(store), mode="r")
+    assert g.attrs["audioprep"]["current_version"] == 0  # nothing committed
+    env.pop("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
+    r = subprocess.run([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--json", str(tmp_path / "s.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    s = json.loads((tmp_path / "s.json").read_text())
+    total = len(list((store / "_partitions").glob("*.json")))
+    assert s["examples"] == 32 and s["partitions"] == total and done_before < total
+    _same_examples(store, reference_store)
