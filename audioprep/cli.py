@@ -64,6 +64,7 @@ def run(
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler (tcp://host:port)."),
     overwrite: bool = typer.Option(False, help="Delete the store first and rebuild it."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the run summary as JSON to this file."),
+    report: bool = typer.Option(True, help="Write report figures beside a local store and publish them as a Prefect artifact."),
 ) -> None:
     """Prepare the dataset: discover, featurize on Dask under a Prefect flow, commit a store version."""
     from pipeline.config.catalog import load_catalog
@@ -87,7 +88,7 @@ def run(
     try:
         from audioprep.progress import run_with_progress
 
-        summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console)
+        summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report)
     except AudioprepError as exc:
         _fail(exc)
         return

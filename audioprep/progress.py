@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-def run_with_progress(catalog: str, *, store: str | None, workers: int | None, scheduler: str | None, console: Console) -> dict[str, Any]:
+def run_with_progress(catalog: str, *, store: str | None, workers: int | None, scheduler: str | None, console: Console, report: bool = True) -> dict[str, Any]:
     import logging
 
     from flows import hooks
@@ -56,7 +56,7 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
     hooks.install(plan=on_plan, partition=on_partition)
     try:
         with prefect_api():
-            return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler)
+            return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler, report=report)
     finally:
         progress.stop()
         hooks.clear()

@@ -21,6 +21,8 @@ from prefect_dask import DaskTaskRunner
 from flows import hooks
 from pipeline.config.catalog import LoadedCatalog, load_catalog
 from pipeline.io.discovery import probe_headers
+from pipeline.io.fs import is_remote
+from pipeline.report.figures import markdown_report
 from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
 from pipeline.run.partition import process_partition
@@ -52,6 +54,11 @@ def prepare_store_task(plan):
 @task(name="partition", task_run_name="partition-{spec.index:05d}", retries=3, retry_delay_seconds=[2, 10, 30], **TASK_OPTS)
 def partition_task(spec, ctx):
     return process_partition(spec, ctx)
+
+
+@task(name="write-report", **TASK_OPTS)
+def report_task(store_url: str, version: int) -> str:
+    return markdown_report(store_url, out=f"{store_url}.report/v{version:05d}")
 
 
 @task(name="commit-version", **TASK_OPTS)
@@ -108,14 +115,23 @@ def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[s
 
 
 @flow(name="prepare", log_prints=False)
-def prepare(catalog_path: str, store: str | None = None, workers: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
-    """Prepare the dataset described by ``catalog_path`` into its Zarr store."""
+def prepare(
+    catalog_path: str, store: str | None = None, workers: int | None = None, scheduler: str | None = None, report: bool = True
+) -> dict[str, Any]:
+    """Prepare the dataset described by ``catalog_path`` into its Zarr store.
+
+    With ``report`` (and a local store), the figures of ``audioprep report`` are written
+    beside the store (``<store>.report/vNNNNN/``) and published as a markdown artifact.
+    """
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
     summary = run_on_dask.with_options(task_runner=runner)(loaded, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
+        if report and not is_remote(summary["store"]):
+            md = report_task(summary["store"], summary["version"])
+            create_markdown_artifact(md, key="audioprep-report", description="figures of the new store version")
         rows = reject_table_rows(summary)
         if rows:
             create_table_artifact(rows, key="audioprep-rejects", description="files rejected by this run")

@@ -77,15 +77,18 @@ def serve_catalog(catalog: str, *, cron: str, name: str = DEFAULT_NAME, limit: i
     Needs ``PREFECT_API_URL`` pointing at a Prefect server (``prefect server start``) or
     Prefect Cloud: a temporary API started for the process does not run the scheduler,
     so the schedule would never fire.
-    """
-    from prefect.deployments.runner import EntrypointType
 
-    from flows.prepare import prepare
+    This is ``prepare.serve(...)`` spelled as ``prefect.serve(prepare.to_deployment(...))``:
+    ``Flow.serve`` hands the in-memory flow to each run's subprocess by pickling its
+    function by value, which drops names the module uses only in annotations (the flows
+    annotate with ``LoadedCatalog``; the run then fails in parameter validation). Served
+    through a deployment, each run imports ``flows.prepare`` afresh by its module path,
+    as a work-pool worker running ``deploy/prefect.yaml`` does.
+    """
+    from prefect import serve
 
     require_api_url()
-    options = deployment_options(catalog, cron=cron, name=name)
-    options["global_limit"] = options.pop("concurrency_limit")
-    prepare.serve(**options, limit=limit, entrypoint_type=EntrypointType.MODULE_PATH)
+    serve(build_deployment(catalog, cron=cron, name=name), limit=limit)
 
 
 def require_api_url() -> str:

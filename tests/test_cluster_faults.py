@@ -90,7 +90,7 @@ def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, t
         from flows.prepare import prepare
 
         cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", execution={"partition_seconds": 3, "scheduler": addr}))
-        summary = prepare(str(cat))
+        summary = prepare(str(cat), report=False)
         assert summary["examples"] == 32
         _same_examples(tmp_path / "s.zarr", reference_store)
 
@@ -144,7 +144,7 @@ def test_worker_sigkill_mid_partition_loses_nothing(api, tiny_corpus, tmp_path, 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     try:
-        summary = prepare(str(cat), workers=2)
+        summary = prepare(str(cat), workers=2, report=False)
     finally:
         mp_module.delenv("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
     t.join(5)
@@ -158,7 +158,7 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store, execution={"partition_seconds": 3}))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "1.0"}
     env.pop("PREFECT_API_URL", None)
-    p = subprocess.Popen([str(BIN / "audioprep"), "run", str(cat), "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--no-report"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(lambda: (store / "_partitions").exists() and len(list((store / "_partitions").glob("*.json"))) >= 2, 120, "two manifests")
     finally:
@@ -169,7 +169,7 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     g = zarr.open_group(str(store), mode="r")
     assert g.attrs["audioprep"]["current_version"] == 0  # nothing committed
     env.pop("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
-    r = subprocess.run([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--json", str(tmp_path / "s.json")], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--no-report", "--json", str(tmp_path / "s.json")], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     import json
 

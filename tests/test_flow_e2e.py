@@ -72,13 +72,21 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
             )
             return [(r.name, r.state_type.value) for r in runs]
 
+    async def artifacts():
+        async with get_client() as client:
+            r = await client._client.post("/artifacts/filter", json={"sort": "CREATED_DESC", "limit": 50, "offset": 0})
+            return {a["key"]: a for a in r.json()}
+
+    arts = asyncio.run(artifacts())
+    assert "32" in arts["audioprep-summary"]["data"] and "| train |" in arts["audioprep-summary"]["data"]
+    assert f"{store2}.report/v00001" in arts["audioprep-report"]["data"] and ".png)" in arts["audioprep-report"]["data"]
     runs = asyncio.run(names())
     assert len(runs) == summary["partitions"]
     assert {s for _, s in runs} == {"COMPLETED"}
 
     # same catalog, one worker: identical store content
     store1 = tmp_path / "w1.zarr"
-    prepare(str(cat), store=str(store1), workers=1)
+    prepare(str(cat), store=str(store1), workers=1, report=False)
     a, b = _all_arrays(store2), _all_arrays(store1)
     assert a.keys() == b.keys()
     for k in a:
