@@ -37,13 +37,6 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         import time
 
         state["t0"] = time.perf_counter()
-        try:
-            from distributed import get_client
-
-            link = get_client().dashboard_link
-            console.print(f"Dask dashboard: {link}")
-        except Exception:  # noqa: BLE001 - no dashboard is fine
-            pass
         progress.start()
 
     def on_partition(result: dict[str, Any]) -> None:
@@ -53,7 +46,7 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         elapsed = max(time.perf_counter() - state["t0"], 1e-9)
         progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
 
-    hooks.install(plan=on_plan, partition=on_partition)
+    hooks.install(plan=on_plan, partition=on_partition, dashboard=lambda link: progress.console.print(f"Dask dashboard: {link}"))
     try:
         with prefect_api():
             return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler, report=report)

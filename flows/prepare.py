@@ -84,6 +84,14 @@ def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: 
     )
 
 
+def _dashboard_link() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    client = getattr(getattr(ctx, "task_runner", None), "_client", None) if ctx else None
+    return getattr(client, "dashboard_link", None)
+
+
 @flow(name="prepare-partitions", log_prints=False)
 def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -104,6 +112,10 @@ def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[s
             return steps.up_to_date_summary(plan, time.perf_counter() - t0)
         logger.info("%d partition(s), %.2f h of audio to process", len(plan.partitions), plan.planned_audio_seconds / 3600)
         hooks.emit("plan", plan)
+        link = _dashboard_link()
+        if link:
+            logger.info("Dask dashboard: %s", link)
+            hooks.emit("dashboard", link)
         prepare_store_task(plan)
         futures = [partition_task.submit(p, plan.ctx) for p in plan.partitions]
         for fut in as_completed(futures):

@@ -12,7 +12,7 @@ to the same API) and the credentials that ``${VAR}`` placeholders in the catalog
 from __future__ import annotations
 
 import pathlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.config.catalog import load_catalog
 from pipeline.errors import ConfigError
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 DEFAULT_NAME = "audioprep-prepare"
 DEFAULT_CRON = "0 * * * *"
-FLOW_NAME = "prepare"
 TIMEZONE = "UTC"
 TAGS = ("audioprep",)
 CONCURRENCY_LIMIT = 1
@@ -30,37 +29,31 @@ CONCURRENCY_LIMIT = 1
 is still going waits (ENQUEUE) instead of failing on the store's lock."""
 
 
-def deployment_options(catalog: str | pathlib.Path, *, cron: str, name: str = DEFAULT_NAME) -> dict[str, Any]:
-    """The keyword arguments shared by ``prepare.serve`` and ``prepare.to_deployment``.
+def build_deployment(catalog: str | pathlib.Path, *, cron: str = DEFAULT_CRON, name: str = DEFAULT_NAME) -> RunnerDeployment:
+    """The deployment ``serve_catalog`` serves, built without registering or blocking.
 
     The catalog is validated now (schema and ``${VAR}`` placeholders, not the sources),
     so a broken catalog fails when the service starts, not at the first scheduled run.
-    Its path is stored absolute: flow runs may start in another working directory.
+    Its path is stored absolute, and the entrypoint as a module path
+    (``flows.prepare.prepare``): runs may start in any working directory. Pass the result
+    to ``prefect.serve`` or a ``prefect.runner.Runner`` to serve it yourself.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.prepare import prepare
 
     path = pathlib.Path(catalog).expanduser().resolve()
     load_catalog(path)
-    return dict(
+    return prepare.to_deployment(
         name=name,
         schedules=[cron_schedule(cron)],
         parameters={"catalog_path": str(path)},
         description=f"Prepare the dataset of {path} into its Zarr store.",
         tags=list(TAGS),
         concurrency_limit=ConcurrencyLimitConfig(limit=CONCURRENCY_LIMIT, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-
-
-def build_deployment(catalog: str | pathlib.Path, *, cron: str = DEFAULT_CRON, name: str = DEFAULT_NAME) -> RunnerDeployment:
-    """The deployment ``serve_catalog`` serves, built without registering or blocking.
-
-    Pass it to ``prefect.serve`` or a ``prefect.runner.Runner`` to serve it yourself.
-    """
-    from prefect.deployments.runner import EntrypointType
-
-    from flows.prepare import prepare
-
-    return prepare.to_deployment(**deployment_options(catalog, cron=cron, name=name), entrypoint_type=EntrypointType.MODULE_PATH)
 
 
 def serve_catalog(catalog: str, *, cron: str, name: str = DEFAULT_NAME, limit: int | None = None) -> None:
@@ -117,4 +110,4 @@ def cron_schedule(cron: str, timezone: str = TIMEZONE):
     return Cron(cron, timezone=timezone)
 
 
-__all__ = ["build_deployment", "deployment_options", "serve_catalog", "require_api_url", "cron_schedule", "DEFAULT_NAME", "DEFAULT_CRON"]
+__all__ = ["build_deployment", "serve_catalog", "require_api_url", "cron_schedule", "DEFAULT_NAME", "DEFAULT_CRON"]
