@@ -189,8 +189,17 @@ def serve(
 ) -> None:
     """Serve the prepare flow as a scheduled Prefect deployment from this long-running process."""
     from flows.serve import serve_catalog
+    from pipeline.errors import AudioprepError, CatalogError
 
-    serve_catalog(catalog, cron=cron, name=name)
+    try:
+        serve_catalog(catalog, cron=cron, name=name)
+    except CatalogError as exc:
+        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
+        for p in exc.problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2)
+    except AudioprepError as exc:
+        _fail(exc)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
 from flows import hooks
-from pipeline.config.catalog import LoadedCatalog, load_catalog
+from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
 from pipeline.report.figures import markdown_report
@@ -32,7 +32,7 @@ TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 @task(name="discover-sources", **TASK_OPTS)
-def discover_task(loaded: LoadedCatalog):
+def discover_task(loaded):
     return steps.discover(loaded)
 
 
@@ -93,8 +93,10 @@ def _dashboard_link() -> str | None:
 
 
 @flow(name="prepare-partitions", log_prints=False)
-def run_on_dask(loaded: LoadedCatalog, store: str | None, run_id: str) -> dict[str, Any]:
+def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, Any]:
+    # parameters are stored by the Prefect API: pass the path, never the resolved catalog (secrets)
     t0 = time.perf_counter()
+    loaded = load_catalog(catalog_path)
     logger = get_run_logger()
     location = steps.store_location(loaded, store)
     refs, banks = discover_task(loaded)
@@ -138,7 +140,7 @@ def prepare(
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
-    summary = run_on_dask.with_options(task_runner=runner)(loaded, store, planner.new_run_id())
+    summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
         if report and not is_remote(summary["store"]):

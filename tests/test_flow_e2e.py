@@ -4,6 +4,7 @@ LocalCluster of worker processes, on a tiny generated corpus."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -44,12 +45,17 @@ def _all_arrays(store):
     return out
 
 
-def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny_corpus, tmp_path):
+def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny_corpus, tmp_path, monkeypatch, capfd):
     from flows.prepare import prepare
 
     store2 = tmp_path / "w2.zarr"
-    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store2))
+    secret = "SECRET-e2e-zz9-do-not-leak"
+    monkeypatch.setenv("AP_TEST_TOKEN", secret)
+    c = base_catalog(tiny_corpus, store2)
+    c["sources"][0]["storage_options"] = {"token": "${AP_TEST_TOKEN}"}
+    cat = write_catalog(tmp_path / "c.yaml", c)
     summary = prepare(str(cat), workers=2)
+    assert secret not in json.dumps(summary, default=str)
     assert summary["examples"] == 32 and summary["partitions"] >= 2
     ds = open_dataset(str(store2))
     item = ds[5]
@@ -81,6 +87,16 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     assert "32" in arts["audioprep-summary"]["data"] and "| train |" in arts["audioprep-summary"]["data"]
     assert f"{store2}.report/v00001" in arts["audioprep-report"]["data"] and ".png)" in arts["audioprep-report"]["data"]
     runs = asyncio.run(names())
+    # the secret reached no file of the store or of the Prefect API's database, and no output
+    import os
+
+    for root in (store2, os.environ["PREFECT_HOME"]):
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    assert secret.encode() not in fh.read(), os.path.join(dirpath, f)
+    out, err = capfd.readouterr()
+    assert secret not in out and secret not in err
     assert len(runs) == summary["partitions"]
     assert {s for _, s in runs} == {"COMPLETED"}
 
