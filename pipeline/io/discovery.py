@@ -19,7 +19,11 @@ import soundfile as sf
 
 from pipeline.config.catalog import Source
 from pipeline.errors import SourceError
-from pipeline.io.fs import filesystem, glob_to_regex, join
+from pipeline.io.fs import content_key, filesystem, forget_listings, glob_to_regex, is_remote, join
+
+
+PROBE_BLOCK_BYTES = 1 << 16
+"""Read size for header probing of remote files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +67,6 @@ def example_id(source_name: str, rel_path: str) -> str:
     return hashlib.blake2b(f"{source_name}\x00{rel_path}".encode(), digest_size=10).hexdigest()
 
 
-def _content_key(info: dict[str, Any]) -> str:
-    size = info.get("size", 0)
-    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
-    if hasattr(tag, "isoformat"):
-        tag = tag.isoformat()
-    return f"{size}:{str(tag).strip(chr(34))}"
-
-
 def list_source(source: Source) -> list[FileRef]:
     """List the files of one source that match its pattern, sorted by relative path.
 
@@ -81,6 +77,7 @@ def list_source(source: Source) -> list[FileRef]:
     """
     fs, root = filesystem(source.url, source.storage_options)
     try:
+        forget_listings(fs, root)  # list what is there now, not what a previous run saw
         exists = fs.exists(root)
     except Exception as exc:  # noqa: BLE001 - any backend failure becomes a clear message
         raise SourceError(f"sources[{source.name}].url: cannot reach {source.url}: {type(exc).__name__}") from None
@@ -103,7 +100,7 @@ def list_source(source: Source) -> list[FileRef]:
                 rel_path=rel,
                 url=join(source.url, rel) if "://" in source.url else join(root_norm, rel),
                 size_bytes=int(info.get("size", 0) or 0),
-                content_key=_content_key(info),
+                content_key=content_key(info),
             )
         )
     refs.sort(key=lambda r: r.rel_path)
@@ -171,7 +168,8 @@ def probe_headers(refs: Iterable[FileRef], storage_options: dict[str, dict[str, 
             fs, path = filesystem(ref.url, storage_options.get(ref.source, {}))
             if ref.size_bytes == 0:
                 raise ValueError("zero-byte file")
-            with fs.open(path, "rb") as f:
+            # a header sits in the first KiB: small blocks, or s3fs reads 50 MiB ahead per file
+            with fs.open(path, "rb", **({"block_size": PROBE_BLOCK_BYTES} if is_remote(ref.url) else {})) as f:
                 info = sf.info(f)
             out.append(Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype))
         except Exception as exc:  # noqa: BLE001 - recorded as a reject, the run goes on

@@ -26,7 +26,9 @@ def _fs_cached(protocol_url: str, frozen: str):
 def filesystem(url: str, storage_options: dict[str, Any] | None = None, *, cache: str = "none", cache_dir: str | None = None):
     """Return ``(fs, root_path)`` for ``url``. Instances are cached per process (per worker).
 
-    ``cache`` wraps remote filesystems in fsspec's ``simplecache``/``filecache``.
+    ``cache`` wraps remote filesystems in fsspec's ``simplecache``/``filecache``. Those key
+    local copies by path only (an overwritten object is served stale); audio fetching uses
+    :func:`pipeline.io.fetch.fetch_many`, whose cache is keyed by content, instead.
     """
     options = dict(storage_options or {})
     if cache != "none" and "://" in url and not url.startswith("file://"):
@@ -35,6 +37,33 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None, *, cache
         opts = {proto: options, cache: {"cache_storage": cache_dir} if cache_dir else {}}
         return url_to_fs(chained, **opts)
     return _fs_cached(url, _freeze(options))
+
+
+def content_key(info: dict[str, Any]) -> str:
+    """``size:tag`` from an fsspec ``info``/listing entry; tag is the ETag (object stores) or mtime."""
+    size = info.get("size", 0)
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
+    if hasattr(tag, "isoformat"):
+        tag = tag.isoformat()
+    return f"{size}:{str(tag).strip(chr(34))}"
+
+
+def forget_listings(fs, root: str) -> None:
+    """Drop cached directory listings of ``root``, its parents and everything below it.
+
+    Filesystem instances are cached per process, and s3fs keeps listings: its ``find`` only
+    adds directories it has not seen, and ``open`` takes size and ETag from those listings.
+    Without this, a second run in the same process (an incremental run, a long-lived worker)
+    misses new files' details and opens overwritten files with their old ETag (``FileExpired``).
+    ``invalidate_cache(path)`` alone clears the path and its parents, not its children.
+    """
+    fs.invalidate_cache(root)
+    cache = getattr(fs, "dircache", None)
+    if cache is None:
+        return
+    prefix = fs._strip_protocol(root).rstrip("/") + "/"
+    for key in [k for k in list(cache) if k.startswith(prefix)]:
+        cache.pop(key, None)
 
 
 def join(root: str, rel: str) -> str:
