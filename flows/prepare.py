@@ -27,6 +27,7 @@ from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
 from pipeline.run.partition import process_partition
 from pipeline.store.location import acquire_lock, release_lock
+from pipeline.store.state import read_state
 
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -101,7 +102,8 @@ def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, 
     location = steps.store_location(loaded, store)
     refs, banks = discover_task(loaded)
     opts = steps.source_options(loaded)
-    batches = steps.probe_batches(refs, loaded.catalog.execution.probe_batch_files)
+    to_probe = planner.refs_needing_probe(refs, read_state(location))
+    batches = steps.probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)
     headers = {}
     for fut in [probe_task.submit(b, opts, index=i) for i, b in enumerate(batches)]:
         headers.update((h.example_id, h) for h in fut.result())

@@ -54,6 +54,9 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     c = base_catalog(tiny_corpus, store2)
     c["sources"][0]["storage_options"] = {"token": "${AP_TEST_TOKEN}"}
     cat = write_catalog(tmp_path / "c.yaml", c)
+    import datetime
+
+    started = datetime.datetime.now(datetime.timezone.utc)
     summary = prepare(str(cat), workers=2)
     assert secret not in json.dumps(summary, default=str)
     assert summary["examples"] == 32 and summary["partitions"] >= 2
@@ -68,13 +71,15 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
 
     # the partition task runs executed on the workers are visible in the flow's API
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
     from prefect.client.schemas.sorting import TaskRunSort
 
     async def names():
         async with get_client() as client:
             runs = await client.read_task_runs(
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-")), limit=200, sort=TaskRunSort.NAME_ASC
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-"), start_time=TaskRunFilterStartTime(after_=started)),
+                limit=200,
+                sort=TaskRunSort.NAME_ASC,
             )
             return [(r.name, r.state_type.value) for r in runs]
 

@@ -101,7 +101,10 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     blobs: dict[str, Any] = {}
     for source, urls in urls_by_source.items():
         mode, cache_dir = ctx.source_cache.get(source, ("none", None))
-        blobs.update(fetch_many(urls, ctx.source_options.get(source, {}), concurrency=ctx.fetch_concurrency, cache=mode, cache_dir=cache_dir))
+        keys = {it.url: it.content_key for it in spec.items if it.source == source}
+        blobs.update(
+            fetch_many(urls, ctx.source_options.get(source, {}), concurrency=ctx.fetch_concurrency, cache=mode, cache_dir=cache_dir, content_keys=keys)
+        )
 
     buffers: dict[str, list[np.ndarray]] = {name: [] for name in layout.feature_shapes}
     rows: list[dict[str, Any]] = []

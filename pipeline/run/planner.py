@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.augment import build_chain
 from pipeline.config.catalog import LoadedCatalog
-from pipeline.config.interpolate import secret_values
+from pipeline.config.interpolate import scrub, secret_values
 from pipeline.errors import StoreError
 from pipeline.features import build_feature_set
 from pipeline.io.audio import resampled_length
@@ -131,6 +131,7 @@ def build_plan(
     chain = build_chain(c.augment)
     sr = c.audio.sample_rate
 
+    secrets = sorted(set(secret_values({s.name: s.storage_options for s in c.sources}) + secret_values(c.output.storage_options)))
     prev_rows = prev.originals() if prev else {}
     prev_rejects = prev.rejects_by_id() if prev else {}
     keep, replaced, kept_rejects = set(), set(), set()
@@ -152,6 +153,7 @@ def build_plan(
         h = headers.get(ref.example_id)
         problem = _header_problem(ref, h, c)
         if problem:
+            problem["message"] = scrub(problem["message"], secrets)
             probe_rejects.append(problem)
             continue
         todo.append(ref)
@@ -214,6 +216,15 @@ def build_plan(
         discovered=len(refs),
         planned_audio_seconds=sum(p.audio_seconds for p in parts),
     )
+
+
+def refs_needing_probe(refs: list[FileRef], prev: StoreState | None) -> list[FileRef]:
+    """Files whose content is not already in the store (as an example or a reject)."""
+    if prev is None:
+        return list(refs)
+    known = {i: r["content_key"] for i, r in prev.originals().items()}
+    known.update({i: r["content_key"] for i, r in prev.rejects_by_id().items()})
+    return [r for r in refs if known.get(r.example_id) != r.content_key]
 
 
 def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:

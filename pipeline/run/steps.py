@@ -15,7 +15,8 @@ from pipeline.errors import SourceError
 from pipeline.io.discovery import FileRef, Header, list_source, probe_headers
 from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import process_partition
-from pipeline.run.planner import RunPlan, build_plan, new_run_id
+from pipeline.run.planner import RunPlan, build_plan, new_run_id, refs_needing_probe
+from pipeline.store.state import read_state
 from pipeline.store.location import StoreLocation, acquire_lock, release_lock
 
 
@@ -70,7 +71,8 @@ def run_catalog(
     refs, banks = discover(loaded)
     opts = source_options(loaded)
     headers: dict[str, Header] = {}
-    for batch in map_fn(lambda b: probe_headers(b, opts), probe_batches(refs, loaded.catalog.execution.probe_batch_files)):
+    to_probe = refs_needing_probe(refs, read_state(loc))
+    for batch in map_fn(lambda b: probe_headers(b, opts), probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)):
         headers.update((h.example_id, h) for h in batch)
     acquire_lock(loc, run_id)
     try:
