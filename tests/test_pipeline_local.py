@@ -242,3 +242,35 @@ def test_second_concurrent_run_is_refused(tiny_corpus, tmp_path):
     break_lock(loc)
     assert steps.run_catalog(loaded)["examples"] == 32
     assert not loc.exists("_lock.json")
+
+
+def test_long_files_split_into_consecutive_examples(tmp_path):
+    src = tmp_path / "audio" / "speech"
+    src.mkdir(parents=True)
+    sr = 16000
+    rng = np.random.default_rng(0)
+    y = (0.2 * rng.standard_normal(10 * sr)).astype(np.float32)
+    sf.write(src / "spk1_long.flac", y, sr)
+    sf.write(src / "spk2_short.flac", y[: 2 * sr], sr)
+    store = tmp_path / "s.zarr"
+    cat = base_catalog(tmp_path / "audio", store, audio={"sample_rate": sr, "max_seconds": 4.0, "long_files": "split"})
+    cat["splits"] = {"train": 1.0, "val": 0.0, "test": 0.0}
+    p = write_catalog(tmp_path / "c.yaml", cat)
+    s = run(p)
+    assert s["examples"] == 4 and s["rejected"] == 0
+    ds = open_dataset(str(store))
+    t = ds.table
+    long_rows = sorted((float(t["start_seconds"][i]), i) for i in range(len(ds)) if t["path"][i] == "speech/spk1_long.flac")
+    assert [st for st, _ in long_rows] == [0.0, 4.0, 8.0]
+    y16 = sf.read(src / "spk1_long.flac", dtype="float32")[0]
+    for st, i in long_rows:
+        seg = y16[int(st * sr) : int(st * sr) + 4 * sr]
+        S = librosa.power_to_db(librosa.feature.melspectrogram(y=seg, sr=sr, n_fft=400, hop_length=160, n_mels=40), ref=1.0, top_db=80.0)
+        np.testing.assert_allclose(ds[i]["features"]["log_mel"], S.T, rtol=1e-4, atol=1e-3)
+        assert ds[i]["metadata"]["file_id"] == ds.table["id"][long_rows[0][1]].split("@")[0]
+    assert run(p).get("up_to_date")  # split files are recognised as unchanged
+    # rejecting is the default
+    cat["audio"]["long_files"] = "reject"
+    cat["output"]["store"] = str(tmp_path / "r.zarr")
+    s = run(write_catalog(tmp_path / "c2.yaml", cat))
+    assert s["examples"] == 1 and s["rejected"] == 1

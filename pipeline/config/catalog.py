@@ -102,7 +102,9 @@ class Audio(_Model):
     mono: bool = True
     clip: Clip = Clip()
     max_seconds: float = Field(600.0, gt=0)
-    """Files longer than this (read from the header, before decoding) are rejected."""
+    """Longest example. Longer files (known from the header, before decoding) are rejected,
+    or cut into consecutive examples of at most this length (``long_files: split``)."""
+    long_files: Literal["reject", "split"] = "reject"
     max_channels: int = Field(8, ge=1)
     min_seconds: float = Field(0.0, ge=0)
     flag_silence_dbfs: float = -90.0

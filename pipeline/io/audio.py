@@ -74,6 +74,35 @@ def decode(data: bytes, path: str, *, max_seconds: float, max_channels: int, min
     return Decoded(y=y, sample_rate=sr, channels=ch, frames=frames)
 
 
+def decode_segments(data: bytes, path: str, *, segment_seconds: float, max_channels: int):
+    """Decode a long file block by block: yields ``(start_frame, y (n, channels))``.
+
+    Memory stays bounded by one segment whatever the header claims. The first item is the
+    header as ``(sample_rate, channels, frames)``.
+    """
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(path, "header", f"not a readable audio file ({str(exc).strip()[:200]})") from None
+    with f:
+        sr, ch = int(f.samplerate), int(f.channels)
+        if ch > max_channels:
+            raise AudioDecodeError(path, "limits", f"{ch} channels > audio.max_channels={max_channels}")
+        yield sr, ch, int(f.frames)
+        block = max(1, int(segment_seconds * sr))
+        start = 0
+        while True:
+            y = f.read(block, dtype="float32", always_2d=True)
+            if y.shape[0] == 0:
+                break
+            if not np.isfinite(y).all():
+                raise AudioDecodeError(path, "samples", f"NaN or Inf samples after {start / sr:.1f} s; the file is corrupt")
+            yield start, y
+            start += y.shape[0]
+            if y.shape[0] < block:
+                break
+
+
 def to_mono(y: np.ndarray) -> np.ndarray:
     """(n, channels) -> (n,) by averaging channels, as ``librosa.to_mono`` does."""
     if y.ndim == 1:

@@ -62,17 +62,28 @@ class PartitionSpec:
         return cls(**{**d, "items": tuple(WorkItem(**i) for i in d["items"])})
 
 
-def item_length(item: WorkItem, *, layout: Layout, target_sr: int, n_frames: Callable[[int], int], copy_length_factor: float) -> int:
-    """Upper bound of the axis-0 length the item and its copies need."""
+def segments_of(item: WorkItem, segment_seconds: float | None) -> int:
+    """How many examples a file becomes (more than one only when long files are split)."""
+    if not segment_seconds or item.duration_seconds <= segment_seconds:
+        return 1
+    return int(math.ceil(item.frames / int(segment_seconds * item.sample_rate)))
+
+
+def item_length(
+    item: WorkItem, *, layout: Layout, target_sr: int, n_frames: Callable[[int], int], copy_length_factor: float, segment_seconds: float | None = None
+) -> int:
+    """Upper bound of the axis-0 length the item, its segments and its copies need."""
+    segments = segments_of(item, segment_seconds)
     if layout.mode == "dense":
-        return 1 + item.copies
-    n = resampled_length(item.frames, item.sample_rate, target_sr) + 1
+        return segments * (1 + item.copies)
+    n = resampled_length(item.frames, item.sample_rate, target_sr) + segments  # each segment rounds up
     try:
         total = n_frames(n)
     except ValueError:  # shorter than one window with center=False: rejected by the partition
         return 0
+    total += segments  # centred framing adds up to one frame per segment
     if item.copies:
-        total += item.copies * n_frames(int(math.ceil(n * copy_length_factor)) + 1)
+        total += item.copies * (n_frames(int(math.ceil(n * copy_length_factor)) + 1) + segments)
     return total
 
 
@@ -86,6 +97,7 @@ def plan_partitions(
     n_frames: Callable[[int], int],
     copy_length_factor: float,
     fingerprint: str,
+    segment_seconds: float | None = None,
 ) -> list[PartitionSpec]:
     """Group items (in the given, deterministic order) into partitions.
 
@@ -114,7 +126,9 @@ def plan_partitions(
             flush()
         batch.append(item)
         seconds += cost
-        length += item_length(item, layout=layout, target_sr=target_sr, n_frames=n_frames, copy_length_factor=copy_length_factor)
+        length += item_length(
+            item, layout=layout, target_sr=target_sr, n_frames=n_frames, copy_length_factor=copy_length_factor, segment_seconds=segment_seconds
+        )
     flush()
     return parts
 

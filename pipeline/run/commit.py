@@ -24,7 +24,7 @@ from pipeline.features.normalize import RunningStats
 from pipeline.run.partition import manifest_path
 from pipeline.run.planner import RunPlan
 from pipeline.store.layout import FORMAT_VERSION, ensure_feature_arrays
-from pipeline.store.state import ACTIVE, ATTR_KEY, table_path
+from pipeline.store.state import ACTIVE, ATTR_KEY, file_id, table_path
 from pipeline.store.tables import EXAMPLE_COLUMNS, REJECT_COLUMNS, to_columns, write_table
 
 PACKAGES = ("numpy", "librosa", "soundfile", "soxr", "zarr", "numcodecs", "fsspec", "dask", "distributed", "prefect", "pydantic")
@@ -96,7 +96,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
     if prev:
         for i, r in enumerate(prev.table):
             r = dict(r)
-            root_id = r["parent"] or r["id"]
+            root_id = file_id(r)
             if r["status"] in ACTIVE and root_id in plan.removed_ids:
                 r["status"] = "removed"
             elif r["status"] in ACTIVE and root_id in plan.replaced_ids:

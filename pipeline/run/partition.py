@@ -21,7 +21,7 @@ from pipeline.config.interpolate import scrub
 from pipeline.errors import AudioDecodeError
 from pipeline.features import build_feature_set
 from pipeline.features.normalize import RunningStats
-from pipeline.io.audio import decode, fix_length, peak_dbfs, resample, to_mono
+from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, resample, to_mono
 from pipeline.io.fetch import fetch_many
 from pipeline.plan.partition import PartitionSpec, WorkItem
 from pipeline.rng import example_rng
@@ -119,30 +119,18 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
         try:
             if isinstance(data, BaseException) or data is None:
                 raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
-            dec = decode(data, it.rel_path, max_seconds=ctx.audio.max_seconds, max_channels=ctx.audio.max_channels, min_seconds=ctx.audio.min_seconds)
+            sr_in, channels, frames, segments = _decode_segments(data, it, ctx)
             del data
-            y = resample(to_mono(dec.y), dec.sample_rate, sr)
-            if y.shape[0] < min_samples:
-                raise AudioDecodeError(it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})")
-            flags = "silent" if peak_dbfs(y) < ctx.audio.flag_silence_dbfs else ""
-            versions = [(0, y, [])]
-            for k in range(1, it.copies + 1):
-                rng = example_rng(ctx.seed, it.example_id, k, "augment")
-                y_aug, drawn = chain.augment_waveform(y, sr, rng, banks)
-                versions.append((k, y_aug, drawn, rng))
             out_rows = []
-            for entry in versions:
-                copy, yk = entry[0], entry[1]
-                drawn = list(entry[2])
-                if dense:
-                    crop_rng = example_rng(ctx.seed, it.example_id, copy, "crop") if ctx.audio.clip.crop == "random" else None
-                    yk = fix_length(yk, fixed_samples, ctx.audio.clip.crop, crop_rng)
-                feats = fset.compute(yk)
-                if copy > 0:
-                    feats, spec_drawn = chain.augment_features(feats, entry[3])
-                    drawn.extend(spec_drawn)
-                n = next(iter(feats.values())).shape[0] if feats else 0
-                out_rows.append((copy, yk.shape[0], feats, drawn, n))
+            for k, (start_frame, y_native) in enumerate(segments):
+                y = resample(to_mono(y_native), sr_in, sr)
+                if y.shape[0] < min_samples:
+                    if k > 0:  # a split file's short tail: nothing to analyse
+                        continue
+                    raise AudioDecodeError(it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})")
+                seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
+                for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0):
+                    out_rows.append({**row, "start_seconds": start_frame / sr_in})
         except AudioDecodeError as exc:
             rejects.append(_reject(it, exc.stage, type(exc).__name__, str(exc), ctx))
             continue
@@ -150,42 +138,38 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             rejects.append(_reject(it, "features", type(exc).__name__, f"{it.rel_path}: {exc}", ctx))
             continue
 
-        audio_seconds += dec.frames / dec.sample_rate
-        for copy, n_samples, feats, drawn, n in out_rows:
-            length = 1 if dense else n
-            if cursor + length > spec.capacity:
+        audio_seconds += frames / sr_in
+        for row in out_rows:
+            feats = row.pop("feats")
+            n = row["length"]
+            span = 1 if dense else n
+            if cursor + span > spec.capacity:
                 raise RuntimeError(
                     f"partition {spec.partition_id}: region of {spec.capacity} overflowed at {it.rel_path}; "
                     "the header under-stated the length. This is a bug: please report it."
                 )
             for name in buffers:
                 buffers[name].append(feats[name])
-                if copy == 0 and it.split in ctx.norm_splits:
+                if row["copy"] == 0 and it.split in ctx.norm_splits:
                     stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
             if fset.summary_columns():
                 summaries.append([float(v) for v in fset.summarize(feats)])
             rows.append(
                 {
-                    "id": it.example_id if copy == 0 else f"{it.example_id}.{copy}",
-                    "parent": "" if copy == 0 else it.example_id,
-                    "copy": copy,
+                    **row,
+                    "file_id": it.example_id,
                     "source": it.source,
                     "path": it.rel_path,
                     "label": it.label,
                     "group": it.group,
                     "split": it.split,
                     "content_key": it.content_key,
-                    "duration_seconds": n_samples / sr,
-                    "sample_rate_original": dec.sample_rate,
-                    "channels": dec.channels,
-                    "n_samples": int(n_samples),
+                    "sample_rate_original": sr_in,
+                    "channels": channels,
                     "offset": spec.start + cursor,
-                    "length": int(n),
-                    "flags": flags,
-                    "augment": drawn,
                 }
             )
-            cursor += length
+            cursor += span
 
     if _FAULT_DELAY_SECONDS:
         time.sleep(_FAULT_DELAY_SECONDS)
@@ -208,6 +192,59 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     }
     loc.write_json(manifest_path(spec.partition_id), manifest)
     return _summary(manifest, skipped=False)
+
+
+def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
+    """``(sample_rate, channels, frames, [(start_frame, y (n, ch)), ...])`` of one file.
+
+    A file longer than ``audio.max_seconds`` becomes several segments when
+    ``audio.long_files`` is ``split``; each is decoded on its own, so memory stays bounded.
+    """
+    a = ctx.audio
+    if a.long_files == "split" and it.frames > a.max_seconds * it.sample_rate:
+        gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels)
+        sr_in, channels, frames = next(gen)
+        segments = list(gen)
+        if not segments:
+            raise AudioDecodeError(it.rel_path, "decode", "no samples (header only or truncated before the first frame)")
+        return sr_in, channels, sum(y.shape[0] for _, y in segments), segments
+    dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds)
+    return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)]
+
+
+def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int) -> list[dict[str, Any]]:
+    """Rows (with their features under ``feats``) of one example and its augmented copies."""
+    sr = ctx.audio.sample_rate
+    flags = "silent" if peak_dbfs(y) < ctx.audio.flag_silence_dbfs else ""
+    out = []
+    for copy in range(0, it.copies + 1):
+        drawn: list[dict[str, Any]] = []
+        yk = y
+        if copy:
+            rng = example_rng(ctx.seed, example_id, copy, "augment")
+            yk, drawn = chain.augment_waveform(y, sr, rng, banks)
+            drawn = list(drawn)
+        if fixed_samples:
+            crop_rng = example_rng(ctx.seed, example_id, copy, "crop") if ctx.audio.clip.crop == "random" else None
+            yk = fix_length(yk, fixed_samples, ctx.audio.clip.crop, crop_rng)
+        feats = fset.compute(yk)
+        if copy:
+            feats, spec_drawn = chain.augment_features(feats, rng)
+            drawn.extend(spec_drawn)
+        out.append(
+            {
+                "id": example_id if copy == 0 else f"{example_id}.{copy}",
+                "parent": "" if copy == 0 else example_id,
+                "copy": copy,
+                "duration_seconds": yk.shape[0] / sr,
+                "n_samples": int(yk.shape[0]),
+                "length": int(next(iter(feats.values())).shape[0]) if feats else 0,
+                "flags": flags,
+                "augment": drawn,
+                "feats": feats,
+            }
+        )
+    return out
 
 
 def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]], layout, used: int) -> None:

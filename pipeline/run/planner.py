@@ -178,6 +178,7 @@ def build_plan(
     parts = plan_partitions(
         items, layout=layout, start=start, partition_seconds=c.execution.partition_seconds, target_sr=sr,
         n_frames=fset.n_frames, copy_length_factor=copy_length_factor(loaded), fingerprint=fp,
+        segment_seconds=c.audio.max_seconds if c.audio.long_files == "split" else None,
     )
     allocated = (parts[-1].start + parts[-1].capacity) if parts else start
 
@@ -242,8 +243,8 @@ def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:
         return rej("limits", "TooManyChannels", f"{h.channels} channels > audio.max_channels={c.audio.max_channels}")
     if h.sample_rate <= 0:
         return rej("probe", "HeaderError", f"invalid sample rate {h.sample_rate}")
-    if h.duration_seconds > c.audio.max_seconds:
-        return rej("limits", "TooLong", f"{h.duration_seconds:.1f} s > audio.max_seconds={c.audio.max_seconds:g}; raise the limit or split the file")
+    if h.duration_seconds > c.audio.max_seconds and c.audio.long_files == "reject":
+        return rej("limits", "TooLong", f"{h.duration_seconds:.1f} s > audio.max_seconds={c.audio.max_seconds:g}; raise it, or set audio.long_files: split")
     if h.frames == 0:
         return rej("probe", "NoSamples", "header declares no samples (header only or truncated)")
     return None

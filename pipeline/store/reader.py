@@ -19,7 +19,7 @@ from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, ATTR_KEY, read_meta, table_path
 from pipeline.store.tables import read_table
 
-META_COLUMNS = ("id", "parent", "copy", "source", "path", "group", "split", "duration_seconds", "sample_rate_original", "channels", "flags")
+META_COLUMNS = ("id", "file_id", "parent", "copy", "source", "path", "group", "split", "duration_seconds", "start_seconds", "sample_rate_original", "channels", "flags")
 
 
 @dataclass(frozen=True)

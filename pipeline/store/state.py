@@ -35,6 +35,11 @@ def read_meta(loc: StoreLocation) -> dict[str, Any] | None:
     return meta
 
 
+def file_id(row: dict[str, Any]) -> str:
+    """The example id of the file a row comes from (rows of split files and copies share it)."""
+    return row.get("file_id") or row["parent"] or row["id"]
+
+
 @dataclass
 class StoreState:
     meta: dict[str, Any]
@@ -53,7 +58,8 @@ class StoreState:
         return int(self.meta.get("allocated", 0))
 
     def originals(self) -> dict[str, dict[str, Any]]:
-        return {r["id"]: r for r in self.table if r["copy"] == 0 and r["status"] in ACTIVE}
+        """Active original rows keyed by the id of the file they come from."""
+        return {file_id(r): r for r in self.table if r["copy"] == 0 and r["status"] in ACTIVE}
 
     def rejects_by_id(self) -> dict[str, dict[str, Any]]:
         return {r["id"]: r for r in self.rejects}

@@ -17,6 +17,7 @@ TABLE_CHUNK = 65536
 # the example table's columns and dtypes; docs/store-format.md lists their meaning
 EXAMPLE_COLUMNS: dict[str, Any] = {
     "id": str,
+    "file_id": str,
     "parent": str,
     "copy": "int16",
     "source": str,
@@ -28,6 +29,7 @@ EXAMPLE_COLUMNS: dict[str, Any] = {
     "flags": str,
     "content_key": str,
     "duration_seconds": "float64",
+    "start_seconds": "float64",
     "sample_rate_original": "int32",
     "channels": "int16",
     "n_samples": "int64",
