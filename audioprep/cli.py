@@ -15,7 +15,7 @@ from rich.table import Table
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
 console = Console()
 err = Console(stderr=True)
 STATE = {"debug": False}
@@ -240,10 +240,16 @@ def preview(
 
 def main() -> None:
     try:
-        app()
+        app()  # click handles usage errors and exit codes itself
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - users see a sentence, --debug shows the traceback
+        if "--debug" in sys.argv:
+            raise
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        err.print("run again with --debug for the full traceback")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     header = (tmp_path / "sum.csv").read_text().splitlines()[0].split(",")
     assert "label" in header and any(h.startswith("log_mel") and h.endswith("mean") for h in header)
     assert len((tmp_path / "sum.csv").read_text().splitlines()) == 33
+    r = cli("export", str(tmp_path / "s.zarr"), "--table", "summaries", "--format", "parquet", "--out", str(tmp_path / "sum.parquet"))
+    assert r.returncode == 0, r.stderr
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "sum.parquet")
+    assert t.num_rows == 32 and t.column_names == header
     r = cli("run", str(p), "--workers", "1", env_extra=env)
     assert r.returncode == 0 and "up to date" in r.stdout
 
