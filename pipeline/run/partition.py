@@ -8,6 +8,7 @@ Arrays go from the worker straight to the store; the task returns a small record
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import defaultdict
@@ -51,10 +52,8 @@ def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _banks(ctx_key: tuple, bank_files: tuple, options_key: str, sample_rate: int) -> dict[str, list[np.ndarray]]:
-    """Noise / impulse-response clips, decoded once per worker process."""
-    import json
-
+def _banks(bank_files: tuple, options_key: str, sample_rate: int) -> dict[str, list[np.ndarray]]:
+    """Noise / impulse-response clips, decoded once per worker process (cached by their list)."""
     options = json.loads(options_key)
     banks: dict[str, list[np.ndarray]] = defaultdict(list)
     by_source: dict[str, list[str]] = defaultdict(list)
@@ -88,9 +87,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     min_samples = int(fset.params().get("stft", {}).get("n_fft", 1))
     banks: dict[str, list[np.ndarray]] = {}
     if ctx.bank_files:
-        import json
-
-        banks = _banks((ctx.store_url,), ctx.bank_files, json.dumps(ctx.source_options, sort_keys=True, default=str), sr)
+        banks = _banks(ctx.bank_files, json.dumps(ctx.source_options, sort_keys=True, default=str), sr)
     layout = ctx.layout
     dense = layout.mode == "dense"
     fixed_samples = int(round(ctx.audio.clip.seconds * sr)) if dense else 0
