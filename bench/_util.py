@@ -1,0 +1,202 @@
+"""Shared helpers for the benchmarks: thread limits, RSS sampling, catalogs, sizes, env."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def env_float(name: str, default: float) -> float:
+    v = os.environ.get(name)
+    return float(v) if v else default
+
+
+def env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    return int(v) if v else default
+
+
+def one_thread_env(**extra: str) -> dict[str, str]:
+    """This process's environment with every BLAS/OpenMP pool limited to one thread."""
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = "1"
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("MPLBACKEND", "Agg")
+    env.update(extra)
+    return env
+
+
+def set_one_thread() -> None:
+    for var in THREAD_VARS:
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def _role(cmdline: list[str]) -> str:
+    s = " ".join(cmdline)
+    if "uvicorn" in s or "prefect" in s and "server" in s:
+        return "prefect_server"
+    if "resource_tracker" in s or "semaphore_tracker" in s:
+        return "tracker"
+    return "worker"  # Dask nanny workers (spawn), lhotse's process pool (fork)
+
+
+class RssSampler:
+    """Samples RSS of this process and every descendant every ``interval`` s in a thread.
+
+    ``result()`` -> {"driver_peak_mb", "workers": [peak MB per worker pid], "worker_peak_mb", ...}.
+    Worker processes are multiprocessing spawn children (Dask nanny workers, lhotse's pool).
+    """
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self._psutil = psutil
+        self.interval = interval
+        self.me = psutil.Process()
+        self.peaks: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        ps = self._psutil
+        try:
+            procs = [self.me, *self.me.children(recursive=True)]
+        except ps.Error:
+            return
+        for p in procs:
+            try:
+                rss = p.memory_info().rss / 2**20
+                if p.pid not in self.roles:
+                    self.roles[p.pid] = "driver" if p.pid == self.me.pid else _role(p.cmdline())
+            except ps.Error:
+                continue
+            self.peaks[p.pid] = max(self.peaks.get(p.pid, 0.0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+        self._sample()
+
+    def result(self) -> dict[str, Any]:
+        workers = sorted((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "worker"), reverse=True)
+        return {
+            "driver_peak_mb": round(self.peaks.get(self.me.pid, 0.0), 1),
+            "worker_peak_mb": workers[0] if workers else None,
+            "workers_peak_mb": workers,
+            "prefect_server_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "prefect_server"), default=None),
+        }
+
+
+def dir_bytes(path: pathlib.Path | str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_seconds: float = 600.0, workers: int = 2,
+                   clip: dict | None = None, dataset: str = "bench") -> dict[str, Any]:
+    """A catalog for a bench/corpus speech folder: log-mel 80 (n_fft 400, hop 160), 16 kHz."""
+    audio: dict[str, Any] = {"sample_rate": 16000, "max_seconds": 600}
+    if clip:
+        audio["clip"] = clip
+    return {
+        "dataset": dataset,
+        "seed": 0,
+        "output": {"store": str(store)},
+        "sources": [
+            {
+                "name": "speech",
+                "url": str(audio_dir),
+                "pattern": "**/*.{flac,wav}",
+                "label": {"from": "parent_dir"},
+                "group": {"from": "regex", "pattern": r"(?P<group>\d+)-\d+-"},
+            }
+        ],
+        "audio": audio,
+        "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}},
+        "splits": {"train": 0.8, "val": 0.1, "test": 0.1},
+        "execution": {"partition_seconds": partition_seconds, "workers": workers},
+    }
+
+
+def write_catalog(path: pathlib.Path, cat: dict[str, Any]) -> pathlib.Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cat, sort_keys=False))
+    return path
+
+
+def run_child(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Run ``python -m bench.<module> ...`` in a fresh process; it prints one JSON line last."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], env=env or one_thread_env(), capture_output=True, text=True,
+                          timeout=timeout, cwd=pathlib.Path(__file__).parent.parent)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    out = json.loads(lines[-1])
+    out["process_wall_seconds"] = wall
+    return out
+
+
+def env_info() -> dict[str, Any]:
+    import numpy as np
+
+    info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
+    for mod in ("librosa", "zarr", "dask", "prefect", "lhotse", "torch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            info[mod] = None
+    try:
+        info["loadavg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def save(name: str, result: dict[str, Any], out: pathlib.Path | None = None) -> pathlib.Path:
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,284 @@
+"""End to end, side by side: the seeds' librosa loop, lhotse, and this pipeline (1 and 2 workers).
+
+Run: ``python -m bench.bench_pipeline [--hours H] [--partition-seconds S] [--skip lhotse,...]``
+(or ``make bench``; ``AUDIOPREP_BENCH_HOURS`` sets the default size, 1 h). Writes
+bench/results/pipeline-<H>h.json.
+
+Same corpus (bench/corpus.py: ~10 s 16 kHz FLAC speech, LibriSpeech layout), same machine,
+same thread budget (every BLAS/OpenMP/torch pool limited to 1 thread per process; at most 2
+processes compute at once, the machine's 2 cores). Each method runs in a fresh Python
+process (so imports and start-up are counted, and memory is its own):
+
+* ``bare``: decode (``pipeline.io.audio.decode``) + to_mono + resample + ``FeatureSet.compute``
+  (log_mel 80, n_fft 400, hop 160), one process, no orchestration, no store. The reference
+  for per-core efficiency.
+* ``seeds``: the seeds' loop as written: ``librosa.load(sr=16000)`` + ``melspectrogram`` +
+  ``power_to_db``, ``np.save`` per file. One process (the seed is a serial loop).
+* ``lhotse``: ``RecordingSet.from_dir`` + ``CutSet.from_manifests`` +
+  ``compute_and_store_features(Fbank(80 bins), LilcomChunkyWriter, num_jobs=2)``.
+* ``pipeline_wN``: the Prefect flow ``flows.prepare.prepare`` (catalog -> store, report=False)
+  with N Dask worker processes, under one local Prefect API (``flows.server.prefect_api``).
+
+Figures: x-realtime = audio seconds / process wall seconds (imports, API and cluster start
+included); per-core = x-realtime / processes computing; start-up = wall of the same method on
+a 10-file corpus; steady state (pipeline) = audio of the partitions completed after the first
+N (one per worker) / time between the N-th and the last completion; in-task per-core = audio /
+sum of the partitions' compute_seconds; peak RSS of the driver and of each worker process
+(psutil, sampled every 50 ms); output bytes per audio hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+T_PROCESS = time.perf_counter()
+
+from bench import _util  # noqa: E402
+
+WORK = pathlib.Path(__file__).parent / "corpus" / "_work"
+
+
+def _files(corpus: pathlib.Path) -> list[str]:
+    return sorted(glob.glob(str(corpus / "**" / "*.flac"), recursive=True))
+
+
+# --- children: one method each, print one JSON line ------------------------------------------
+def child_bare(corpus: pathlib.Path, work: pathlib.Path) -> dict:
+    _util.set_one_thread()
+    from pipeline.features import FeaturesConfig, build_feature_set
+    from pipeline.io.audio import decode, resample, to_mono
+
+    sr = 16000
+    fset = build_feature_set(FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}}), sr)
+    files = _files(corpus)
+    audio = 0.0
+    t0 = time.perf_counter()
+    t_first = None
+    for f in files:
+        with open(f, "rb") as fh:
+            data = fh.read()
+        d = decode(data, f, max_seconds=600, max_channels=8)
+        y = resample(to_mono(d.y), d.sample_rate, sr)
+        fset.compute(y)
+        audio += d.frames / d.sample_rate
+        if t_first is None:
+            t_first = time.perf_counter()
+    t1 = time.perf_counter()
+    n = len(files)
+    steady = audio * (n - 1) / n / (t1 - t_first) if n > 1 else audio / (t1 - t0)
+    return {"audio_seconds": audio, "files": n, "loop_seconds": t1 - t0, "steady_x_realtime": steady, "processes": 1}
+
+
+def child_seeds(corpus: pathlib.Path, work: pathlib.Path) -> dict:
+    _util.set_one_thread()
+    import librosa
+    import numpy as np
+
+    out = work / "seeds"
+    files = _files(corpus)
+    audio = 0.0
+    t0 = time.perf_counter()
+    t_first = None
+    for f in files:
+        y, sr = librosa.load(f, sr=16000)
+        S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=400, hop_length=160, n_mels=80)
+        log_S = librosa.power_to_db(S, ref=np.max)
+        dst = out / (os.path.relpath(f, corpus) + ".npy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        np.save(dst, log_S)
+        audio += len(y) / sr
+        if t_first is None:
+            t_first = time.perf_counter()
+    t1 = time.perf_counter()
+    n = len(files)
+    steady = audio * (n - 1) / n / (t1 - t_first) if n > 1 else audio / (t1 - t0)
+    return {"audio_seconds": audio, "files": n, "loop_seconds": t1 - t0, "steady_x_realtime": steady, "processes": 1,
+            "output_bytes": _util.dir_bytes(out)}
+
+
+def child_lhotse(corpus: pathlib.Path, work: pathlib.Path) -> dict:
+    _util.set_one_thread()
+    from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, RecordingSet
+
+    t0 = time.perf_counter()
+    recordings = RecordingSet.from_dir(corpus, "*.flac", num_jobs=2)
+    cuts = CutSet.from_manifests(recordings=recordings)
+    t_manifest = time.perf_counter()
+    out = work / "lhotse"
+    cuts = cuts.compute_and_store_features(
+        extractor=Fbank(FbankConfig(num_mel_bins=80)),
+        storage_path=str(out / "feats"),
+        num_jobs=2,
+        storage_type=LilcomChunkyWriter,
+    )
+    cuts.to_file(out / "cuts.jsonl.gz")
+    t1 = time.perf_counter()
+    audio = float(sum(c.duration for c in cuts))
+    return {"audio_seconds": audio, "files": len(cuts), "loop_seconds": t1 - t0, "manifest_seconds": t_manifest - t0,
+            "features_seconds": t1 - t_manifest, "features_x_realtime": audio / (t1 - t_manifest), "processes": 2,
+            "output_bytes": _util.dir_bytes(out / "feats") if (out / "feats").is_dir() else sum(
+                os.path.getsize(p) for p in glob.glob(str(out / "feats*"))),
+            "manifest_bytes": os.path.getsize(out / "cuts.jsonl.gz")}
+
+
+def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float) -> dict:
+    from flows import hooks
+    from flows.prepare import prepare
+    from flows.server import prefect_api
+
+    store = work / f"store-w{workers}.zarr"
+    cat = _util.write_catalog(work / f"catalog-w{workers}.yaml",
+                              _util.speech_catalog(corpus, store, partition_seconds=partition_seconds, workers=workers))
+    done: list[tuple[float, float, float]] = []
+    hooks.install(partition=lambda r: done.append((time.perf_counter(), r["audio_seconds"], r["compute_seconds"])))
+    t0 = time.perf_counter()
+    with prefect_api():
+        t_api = time.perf_counter()
+        summary = prepare(str(cat), workers=workers, report=False)
+    t1 = time.perf_counter()
+    done.sort()
+    audio = sum(a for _, a, _ in done)
+    res = {"audio_seconds": audio, "files": summary.get("examples"), "loop_seconds": t1 - t0, "api_start_seconds": t_api - t0,
+           "partitions": len(done), "processes": workers, "partition_seconds": partition_seconds,
+           "first_partition_seconds": (done[0][0] - t0) if done else None,
+           "in_task_x_realtime_per_core": audio / sum(c for *_, c in done) if done else None,
+           "output_bytes": _util.dir_bytes(store), "features_bytes": _util.dir_bytes(store / "features"),
+           "partition_times": [round(t - t0, 3) for t, _, _ in done]}
+    if len(done) > workers:
+        tail = done[workers:]
+        res["steady_x_realtime"] = sum(a for _, a, _ in tail) / (done[-1][0] - done[workers - 1][0])
+    return res
+
+
+def _child_main(args) -> None:
+    corpus, work = pathlib.Path(args.corpus).resolve(), pathlib.Path(args.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with _util.RssSampler() as mem:
+        if args.child == "bare":
+            res = child_bare(corpus, work)
+        elif args.child == "seeds":
+            res = child_seeds(corpus, work)
+        elif args.child == "lhotse":
+            res = child_lhotse(corpus, work)
+        elif args.child.startswith("pipeline_w"):
+            res = child_pipeline(corpus, work, int(args.child.removeprefix("pipeline_w")), args.partition_seconds)
+        else:
+            raise SystemExit(f"unknown method {args.child}")
+    res.update(mem.result())
+    res["process_seconds_in_child"] = time.perf_counter() - T_PROCESS
+    print(json.dumps(res, default=str), flush=True)
+
+
+# --- parent ----------------------------------------------------------------------------------
+def _run(method: str, corpus: pathlib.Path, partition_seconds: float) -> dict:
+    work = WORK / f"{corpus.name}-{method}"
+    env = _util.one_thread_env(PREFECT_HOME=str(WORK / f"prefect-{os.getpid()}"))
+    res = _util.run_child(["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
+                           "--partition-seconds", str(partition_seconds)], env=env)
+    res["load_before"] = os.getloadavg()[0]
+    shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hours", type=float, default=_util.env_float("AUDIOPREP_BENCH_HOURS", 1.0))
+    p.add_argument("--partition-seconds", type=float, default=_util.env_float("AUDIOPREP_BENCH_PARTITION_SECONDS", 300.0))
+    p.add_argument("--skip", default=os.environ.get("AUDIOPREP_BENCH_SKIP", ""), help="comma-separated methods to skip")
+    p.add_argument("--no-startup", action="store_true", help="skip the 10-file start-up runs")
+    p.add_argument("--out", type=pathlib.Path, default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args([] if argv is None else argv)
+    if args.child:
+        _child_main(args)
+        return {}
+
+    from bench.corpus import ROOT, make_speech
+
+    corpus = make_speech(args.hours)
+    small = make_speech(100 / 3600, root=ROOT / "speech-10files")
+    methods = ["bare", "seeds", "lhotse", "pipeline_w1", "pipeline_w2"]
+    skip = {s for s in args.skip.split(",") if s}
+    try:
+        import lhotse  # noqa: F401
+        import lilcom  # noqa: F401
+    except ImportError:
+        print("lhotse/lilcom not installed (pip install torch==2.13.0 then '.[bench]'): skipping lhotse", file=sys.stderr)
+        skip.add("lhotse")
+    methods = [m for m in methods if m not in skip]
+
+    runs: dict[str, dict] = {}
+    startup: dict[str, float] = {}
+    for m in methods:
+        print(f"  {m} on {corpus.name} ...", file=sys.stderr, flush=True)
+        runs[m] = _run(m, corpus, args.partition_seconds)
+        if not args.no_startup and m != "bare":
+            startup[m] = _run(m, small, args.partition_seconds)["process_wall_seconds"]
+
+    table = {}
+    for m, r in runs.items():
+        xrt = r["audio_seconds"] / r["process_wall_seconds"]
+        table[m] = {
+            "x_realtime": xrt,
+            "x_realtime_per_core": xrt / r["processes"],
+            "steady_x_realtime": r.get("steady_x_realtime"),
+            "steady_x_realtime_per_core": (r["steady_x_realtime"] / r["processes"]) if r.get("steady_x_realtime") else None,
+            "startup_10_files_seconds": startup.get(m),
+            "driver_peak_mb": r["driver_peak_mb"],
+            "worker_peak_mb": r["worker_peak_mb"],
+            "output_bytes_per_audio_hour": (r["output_bytes"] * 3600 / r["audio_seconds"]) if r.get("output_bytes") else None,
+        }
+    ratios = {}
+    t = table
+    if "pipeline_w2" in t:
+        if "lhotse" in t:
+            ratios["e2e_w2_over_lhotse"] = t["pipeline_w2"]["x_realtime"] / t["lhotse"]["x_realtime"]
+            if runs["pipeline_w2"].get("features_bytes"):
+                ours = runs["pipeline_w2"]["features_bytes"] * 3600 / runs["pipeline_w2"]["audio_seconds"]
+                ratios["store_bytes_ours_over_lilcom"] = ours / t["lhotse"]["output_bytes_per_audio_hour"]
+        if "seeds" in t:
+            ratios["e2e_w2_over_seeds"] = t["pipeline_w2"]["x_realtime"] / t["seeds"]["x_realtime"]
+        if "pipeline_w1" in t and t["pipeline_w1"]["steady_x_realtime"] and t["pipeline_w2"]["steady_x_realtime"]:
+            ratios["steady_w2_over_w1"] = t["pipeline_w2"]["steady_x_realtime"] / t["pipeline_w1"]["steady_x_realtime"]
+    if "bare" in t:
+        bare = runs["bare"]["steady_x_realtime"]
+        for w in ("pipeline_w1", "pipeline_w2"):
+            if w in t and t[w]["steady_x_realtime_per_core"]:
+                ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
+                ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
+    targets = {"e2e_w2_over_lhotse": 1.5, "e2e_w2_over_seeds": 1.8, "pipeline_w1_steady_per_core_over_bare": 0.85,
+               "pipeline_w2_steady_per_core_over_bare": 0.85, "steady_w2_over_w1": 1.8, "store_bytes_ours_over_lilcom": None}
+    result = {"hours": args.hours, "corpus": str(corpus), "partition_seconds": args.partition_seconds, "table": table, "ratios": ratios,
+              "targets": {k: {"target": v, "met": (ratios[k] >= v) if (v is not None and k in ratios) else None} for k, v in targets.items()},
+              "runs": runs, "startup_10_files_seconds": startup, "threads_per_process": 1, "env": _util.env_info(),
+              "command": f"python -m bench.bench_pipeline --hours {args.hours:g} --partition-seconds {args.partition_seconds:g}"}
+    tag = f"{args.hours:g}h".replace(".", "p")
+    path = _util.save(f"pipeline-{tag}", result, args.out)
+
+    print(f"{args.hours:g} h corpus ({runs[methods[0]]['files']} files), 1 BLAS thread per process, partitions {args.partition_seconds:g} s")
+    print(f"{'method':<13}{'xRT':>8}{'xRT/core':>10}{'steady':>9}{'st/core':>9}{'start s':>9}{'drv MB':>8}{'wrk MB':>8}{'MB/h':>8}")
+    for m, r in table.items():
+        f = lambda v, fmt: format(v, fmt) if v is not None else format("-", ">" + fmt.split(".")[0].rstrip("fd"))  # noqa: E731
+        mbh = r["output_bytes_per_audio_hour"] / 2**20 if r["output_bytes_per_audio_hour"] else None
+        print(f"{m:<13}{f(r['x_realtime'], '8.0f')}{f(r['x_realtime_per_core'], '10.0f')}{f(r['steady_x_realtime'], '9.0f')}"
+              f"{f(r['steady_x_realtime_per_core'], '9.0f')}{f(r['startup_10_files_seconds'], '9.1f')}{f(r['driver_peak_mb'], '8.0f')}"
+              f"{f(r['worker_peak_mb'], '8.0f')}{f(mbh, '8.1f')}")
+    for k, v in ratios.items():
+        tg = targets.get(k)
+        print(f"  {k} = {v:.2f}" + (f" (target >= {tg}: {'met' if v >= tg else 'NOT met'})" if tg else ""))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
