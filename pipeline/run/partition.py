@@ -26,6 +26,7 @@ from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, re
 from pipeline.io.fetch import fetch_many
 from pipeline.plan.partition import PartitionSpec, WorkItem
 from pipeline.rng import example_rng
+from pipeline.run.allocator import tune_allocator
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
 
@@ -81,6 +82,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
         return _summary(done, skipped=True)
 
     t0 = time.perf_counter()
+    tune_allocator()
     sr = ctx.audio.sample_rate
     fset = build_feature_set(ctx.features, sr)
     chain = build_chain(ctx.augment)
@@ -249,8 +251,15 @@ def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, li
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     for name, parts in buffers.items():
-        block = np.stack(parts) if layout.mode == "dense" else np.concatenate(parts, axis=0)
-        group[f"features/{name}"][spec.start : spec.start + used] = block.astype(np.float32, copy=False)
+        arr = group[f"features/{name}"]
+        block = np.empty((used, *arr.shape[1:]), dtype=np.float32)
+        if layout.mode == "dense":
+            for i, x in enumerate(parts):
+                block[i] = x
+        else:
+            np.concatenate(parts, axis=0, out=block)
+        parts.clear()
+        arr[spec.start : spec.start + used] = block
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:
