@@ -132,7 +132,7 @@ class Splits(_Model):
 
 
 class Execution(_Model):
-    partition_seconds: float = Field(600.0, gt=0)
+    partition_seconds: float = Field(1800.0, gt=0)
     """Audio seconds per partition (one Prefect task). Minutes of audio, never one file."""
     workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
