@@ -16,7 +16,6 @@ The page cache is warm for every method (the store was just written and read).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import shutil
 import sys

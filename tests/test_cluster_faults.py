@@ -95,7 +95,7 @@ def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, t
         _same_examples(tmp_path / "s.zarr", reference_store)
 
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
         from prefect.client.schemas.sorting import TaskRunSort
 
         async def runs():

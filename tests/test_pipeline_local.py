@@ -4,7 +4,6 @@ incremental runs and resume. The same steps run under the flow in test_flow_e2e.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 
 import librosa
@@ -17,8 +16,8 @@ from pipeline import open_dataset
 from pipeline.config.catalog import load_catalog
 from pipeline.errors import StoreLockedError
 from pipeline.run import steps
-from pipeline.run.commit import commit_run, prepare_store
-from pipeline.run.partition import manifest_path, process_partition
+from pipeline.run.commit import prepare_store
+from pipeline.run.partition import process_partition
 from pipeline.run.planner import build_plan
 from pipeline.store.location import StoreLocation, acquire_lock, break_lock
 from pipeline.io.discovery import probe_headers
