@@ -51,6 +51,44 @@ def _passes(fn, min_seconds: float) -> tuple[int, int, float]:
             return n, b, el
 
 
+def measure_s3(store: pathlib.Path, args, n_total: int) -> dict:
+    """The same reads against a copy of the store on a moto S3 endpoint on 127.0.0.1."""
+    import numpy as np
+
+    from pipeline.store.reader import open_dataset
+    from tests.s3util import ACCESS_KEY, BUCKET, SECRET, make_bucket, moto_server, upload_tree
+
+    with moto_server() as endpoint:
+        make_bucket(endpoint, BUCKET)
+        upload_tree(endpoint, store, BUCKET, "reader.zarr")
+        opts = {"key": ACCESS_KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": endpoint}}
+        ds = open_dataset(f"s3://{BUCKET}/reader.zarr", storage_options=opts)
+        rng = np.random.default_rng(1)
+
+        def batches():
+            n = b = 0
+            for batch in ds.iter_batches(args.batch_size, shuffle=True, seed=n_total):
+                n += batch["features"]["log_mel"].shape[0]
+                b += batch["features"]["log_mel"].nbytes
+            return n, b
+
+        def random_pass():
+            n = b = 0
+            for i in rng.permutation(n_total)[: min(args.random_max, 300)]:
+                x = ds[int(i)]["features"]["log_mel"]
+                n += 1
+                b += x.nbytes
+            return n, b
+
+        rates = {}
+        for name, fn in {"iter_batches_shuffled": batches, "random_getitem": random_pass}.items():
+            fn()
+            n, b, el = _passes(fn, args.min_seconds)
+            rates[name] = {"examples": n, "seconds": el, "examples_per_s": n / el, "mb_per_s": b / el / 1e6}
+    return {"endpoint": "moto ThreadedMotoServer on 127.0.0.1", "rates": rates,
+            "shuffled_over_random": rates["iter_batches_shuffled"]["examples_per_s"] / rates["random_getitem"]["examples_per_s"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, default=_util.env_float("AUDIOPREP_BENCH_READER_HOURS", 1.0))
@@ -58,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-seconds", type=float, default=3.0)
     p.add_argument("--random-max", type=int, default=2000, help="examples per random-access pass")
     p.add_argument("--out", type=pathlib.Path, default=None)
+    p.add_argument("--no-s3", action="store_true", help="skip the same measurements on a moto S3 endpoint")
     args = p.parse_args([] if argv is None else argv)
     _util.set_one_thread()
 
@@ -101,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, fn in methods.items():
             n, b, el = _passes(fn, args.min_seconds)
             rates[name] = {"examples": n, "seconds": el, "examples_per_s": n / el, "mb_per_s": b / el / 1e6}
+    s3 = {} if args.no_s3 else measure_s3(store, args, n_total)
     ratios = {
         "shuffled_over_random": rates["iter_batches_shuffled"]["examples_per_s"] / rates["random_getitem"]["examples_per_s"],
         "sequential_over_random": rates["iter_batches_sequential"]["examples_per_s"] / rates["random_getitem"]["examples_per_s"],
@@ -110,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "shuffled_examples_per_s>=2000": rates["iter_batches_shuffled"]["examples_per_s"] >= 2000,
     }
     result = {"hours": args.hours, "examples": n_total, "example_shape": list(first.shape), "batch_size": args.batch_size,
-              "store": {**build, "chunk": ds.layout.get("chunk")}, "rates": rates, "ratios": ratios, "targets_met": targets,
+              "store": {**build, "chunk": ds.layout.get("chunk")}, "rates": rates, "s3": s3, "ratios": ratios, "targets_met": targets,
               "reader_peak_rss_mb": mem.result()["driver_peak_mb"], "threads": 1, "env": _util.env_info(),
               "command": f"python -m bench.bench_reader --hours {args.hours:g} --batch-size {args.batch_size}"}
     tag = f"{args.hours:g}h".replace(".", "p")
@@ -121,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'method':<26}{'ex/s':>10}{'MB/s':>9}")
     for name, r in rates.items():
         print(f"{name:<26}{r['examples_per_s']:>10.0f}{r['mb_per_s']:>9.1f}")
+    for name, r in s3.get("rates", {}).items():
+        print(f"{'s3 ' + name:<26}{r['examples_per_s']:>10.0f}{r['mb_per_s']:>9.1f}")
     print(f"shuffled/random = {ratios['shuffled_over_random']:.1f}x (target >= 10), "
           f"shuffled {rates['iter_batches_shuffled']['examples_per_s']:.0f} ex/s (target >= 2000); wrote {path}")
     return result
