@@ -22,7 +22,6 @@ from flows import hooks
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
-from pipeline.report.figures import markdown_report
 from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
 from pipeline.run.partition import process_partition
@@ -59,6 +58,8 @@ def partition_task(spec, ctx):
 
 @task(name="write-report", **TASK_OPTS)
 def report_task(store_url: str, version: int) -> str:
+    from pipeline.report.figures import markdown_report  # matplotlib: imported only when reporting
+
     return markdown_report(store_url, out=f"{store_url}.report/v{version:05d}")
 
 

@@ -16,7 +16,6 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 N_FFT = 2048
 """STFT size used by time_stretch and pitch_shift (librosa's default)."""
@@ -29,6 +28,8 @@ _TWO_PI = 2.0 * np.pi
 
 @lru_cache(maxsize=8)
 def _window(n_fft: int) -> np.ndarray:
+    import scipy.signal  # imported on first use: 0.5-1.6 s that runs without augmentation never pay
+
     w = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
     w.flags.writeable = False
     return w

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import scipy.signal
 from pydantic import Field
 
 from pipeline.augment._params import StepParams
@@ -47,6 +46,8 @@ def convolve_ir(y: np.ndarray, h: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if len(y) == 0 or len(h) == 0:
         return np.zeros(len(y), dtype=np.float32)
+    import scipy.signal  # imported on first use (slow import)
+
     return np.ascontiguousarray(scipy.signal.fftconvolve(y, h)[: len(y)], dtype=np.float32)
 
 

@@ -22,7 +22,6 @@ from typing import Any, Literal
 import librosa
 import numpy as np
 import scipy.fft
-import scipy.signal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import ConfigError
@@ -47,6 +46,8 @@ class StftParams(BaseModel):
     @classmethod
     def _window_exists(cls, value: str | tuple[str | float, ...]) -> str | tuple[str | float, ...]:
         try:
+            import scipy.signal  # slow import, only when a window is given explicitly
+
             scipy.signal.get_window(value, 8, fftbins=True)
         except Exception as exc:  # noqa: BLE001 - scipy raises ValueError/TypeError/KeyError
             raise ValueError(f"unknown window {value!r} for scipy.signal.get_window ({exc})") from None

@@ -14,7 +14,6 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 from pydantic import Field, model_validator
 
 from pipeline.errors import ConfigError
@@ -100,6 +99,8 @@ def compute(ana: Analysis, p: MfccParams, st: MfccState) -> np.ndarray:
             f"{p.delta_width} frames, the clip has {m.shape[0]}: lower delta_width, use another "
             "delta_mode (e.g. nearest), or drop shorter clips"
         )
+    import scipy.signal  # slow import: only when deltas are asked for
+
     parts = [m]
     for k in range(1, p.delta_order + 1):
         d = scipy.signal.savgol_filter(m, p.delta_width, deriv=k, polyorder=k, mode=p.delta_mode, axis=0)
