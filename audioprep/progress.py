@@ -32,7 +32,7 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
     state: dict[str, Any] = {}
 
     def on_plan(plan) -> None:
-        state["task"] = progress.add_task("partitions", total=len(plan.partitions), hours=0.0, total_hours=plan.planned_audio_seconds / 3600, rate=0.0)
+        state["task"] = progress.add_task("partitions", total=len(plan.partitions), hours=0.0, total_hours=sum(it.duration_seconds for p in plan.partitions for it in p.items) / 3600, rate=0.0)
         state["seconds"] = 0.0
         import time
 
@@ -47,9 +47,29 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
 
     hooks.install(plan=on_plan, partition=on_partition, dashboard=lambda link: progress.console.print(f"Dask dashboard: {link}"))
+    cluster: dict[str, Any] = {}
+
+    def start_cluster(_url: str) -> None:
+        # the embedded cluster starts while the Prefect API boots: both take seconds
+        if scheduler or execution_scheduler:
+            return
+        from distributed import LocalCluster
+
+        cluster["c"] = LocalCluster(**prep.local_cluster_kwargs(workers or execution_workers, threads_per_worker))
+
+    from pipeline.config.catalog import load_catalog
+
+    ex = load_catalog(catalog).catalog.execution
+    execution_scheduler, execution_workers, threads_per_worker = ex.scheduler, ex.workers, ex.threads_per_worker
     try:
-        with prefect_api():
-            return prep.prepare(catalog, store=store, workers=workers, scheduler=scheduler, report=report)
+        with prefect_api(while_starting=start_cluster):
+            address = cluster["c"].scheduler_address if "c" in cluster else scheduler
+            if "c" in cluster:
+                hooks.install(dashboard=None)
+                progress.console.print(f"Dask dashboard: {cluster['c'].dashboard_link}")
+            return prep.prepare(catalog, store=store, workers=workers, scheduler=address, report=report)
     finally:
         progress.stop()
         hooks.clear()
+        if "c" in cluster:
+            cluster["c"].close()

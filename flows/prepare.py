@@ -68,22 +68,25 @@ def commit_task(plan, wall_seconds):
     return commit.commit_run(plan, wall_seconds=wall_seconds)
 
 
+def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> dict[str, Any]:
+    """An embedded LocalCluster of worker processes that report to this process's Prefect API
+    and import the task code while they start, not on their first partition."""
+    return {
+        "n_workers": workers or os.cpu_count() or 1,
+        "threads_per_worker": threads_per_worker,
+        "processes": True,
+        "dashboard_address": ":0",
+        "silence_logs": logging.WARNING,
+        "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")},
+        "preload": ["flows.prepare"],
+    }
+
+
 def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> DaskTaskRunner:
     """An existing scheduler, or an embedded LocalCluster of worker processes."""
     if scheduler:
         return DaskTaskRunner(address=scheduler)
-    env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": workers or os.cpu_count() or 1,
-            "threads_per_worker": threads_per_worker,
-            "processes": True,
-            "dashboard_address": ":0",
-            "silence_logs": logging.WARNING,
-            "env": env,
-        },
-    )
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(workers, threads_per_worker))
 
 
 def _dashboard_link() -> str | None:
