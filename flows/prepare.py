@@ -42,8 +42,8 @@ def probe_task(batch, options, index: int = 0):
 
 
 @task(name="plan-run", **TASK_OPTS)
-def plan_task(loaded, refs, headers, banks, location, run_id):
-    return planner.build_plan(loaded, refs, headers, banks, location=location, run_id=run_id)
+def plan_task(loaded, refs, headers, banks, location, run_id, previous):
+    return planner.build_plan(loaded, refs, headers, banks, location=location, run_id=run_id, previous=previous)
 
 
 @task(name="prepare-store", **TASK_OPTS)
@@ -106,14 +106,16 @@ def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, 
     location = steps.store_location(loaded, store)
     refs, banks = discover_task(loaded)
     opts = steps.source_options(loaded)
-    to_probe = planner.refs_needing_probe(refs, read_state(location))
-    batches = steps.probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)
-    headers = {}
-    for fut in [probe_task.submit(b, opts, index=i) for i, b in enumerate(batches)]:
-        headers.update((h.example_id, h) for h in fut.result())
     acquire_lock(location, run_id)
     try:
-        plan = plan_task(loaded, refs, headers, banks, location, run_id)
+        # the committed state is read once, under the lock, for both probing and planning
+        previous = read_state(location)
+        to_probe = planner.refs_needing_probe(refs, previous)
+        batches = steps.probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)
+        headers = {}
+        for fut in [probe_task.submit(b, opts, index=i) for i, b in enumerate(batches)]:
+            headers.update((h.example_id, h) for h in fut.result())
+        plan = plan_task(loaded, refs, headers, banks, location, run_id, previous)
         del headers
         if plan.up_to_date:
             logger.info("store %s is up to date: no new or changed files, no feature work", location.url)

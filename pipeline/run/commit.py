@@ -68,8 +68,9 @@ def prepare_store(plan: RunPlan) -> None:
     ensure_feature_arrays(group, plan.layout, plan.allocated, fparams)
 
 
-def missing_partitions(plan: RunPlan) -> list[str]:
-    return [p.partition_id for p in plan.partitions if plan.location.read_json(manifest_path(p.partition_id)) is None]
+def read_manifests(plan: RunPlan) -> dict[str, dict[str, Any] | None]:
+    """Each planned partition's manifest (None when it did not finish), read once."""
+    return {p.partition_id: plan.location.read_json(manifest_path(p.partition_id)) for p in plan.partitions}
 
 
 def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str, Any]:
@@ -83,7 +84,8 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
     loc = plan.location
     c = plan.loaded.catalog
     prev = plan.previous
-    missing = missing_partitions(plan)
+    manifests = read_manifests(plan)
+    missing = [pid for pid, m in manifests.items() if m is None]
     if missing:
         raise AudioprepError(f"{len(missing)} partition(s) did not finish ({', '.join(missing[:3])}...); nothing was committed. Re-run to resume.")
     version = (prev.version if prev else 0) + 1
@@ -114,7 +116,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         stats = {k: RunningStats.from_dict(v) for k, v in prev.meta["norm_stats"].items()}
     processed_seconds = 0.0
     for p in plan.partitions:
-        m = loc.read_json(manifest_path(p.partition_id))
+        m = manifests[p.partition_id]
         processed_seconds += float(m["audio_seconds"])
         summaries = m.get("summaries") or []
         for j, r in enumerate(m["rows"]):

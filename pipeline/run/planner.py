@@ -115,12 +115,17 @@ def build_plan(
     *,
     location: StoreLocation,
     run_id: str | None = None,
+    previous: StoreState | None | str = "read",
 ) -> RunPlan:
-    """Decide the work of a run from the listed files, their headers and the store's state."""
+    """Decide the work of a run from the listed files, their headers and the store's state.
+
+    ``previous`` is the committed state when the caller already read it (under the lock);
+    by default it is read here.
+    """
     c = loaded.catalog
     layout = make_run_layout(loaded)
     fp = fingerprint(loaded, layout)
-    prev = read_state(location)
+    prev = read_state(location) if previous == "read" else previous
     if prev is not None and prev.fingerprint != fp:
         raise StoreError(
             f"output.store {location.url} was written with other audio/feature/augment settings "

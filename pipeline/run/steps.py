@@ -70,13 +70,15 @@ def run_catalog(
     run_id = run_id or new_run_id()
     refs, banks = discover(loaded)
     opts = source_options(loaded)
-    headers: dict[str, Header] = {}
-    to_probe = refs_needing_probe(refs, read_state(loc))
-    for batch in map_fn(lambda b: probe_headers(b, opts), probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)):
-        headers.update((h.example_id, h) for h in batch)
     acquire_lock(loc, run_id)
     try:
-        plan = build_plan(loaded, refs, headers, banks, location=loc, run_id=run_id)
+        # the committed state is read once, under the lock, for both probing and planning
+        previous = read_state(loc)
+        headers: dict[str, Header] = {}
+        to_probe = refs_needing_probe(refs, previous)
+        for batch in map_fn(lambda b: probe_headers(b, opts), probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)):
+            headers.update((h.example_id, h) for h in batch)
+        plan = build_plan(loaded, refs, headers, banks, location=loc, run_id=run_id, previous=previous)
         if plan.up_to_date:
             return up_to_date_summary(plan, time.perf_counter() - t0)
         prepare_store(plan)
