@@ -78,6 +78,7 @@ class RssSampler:
         self.me = psutil.Process()
         self.peaks: dict[int, float] = {}
         self.roles: dict[int, str] = {}
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -98,6 +99,8 @@ class RssSampler:
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
+                t = p.cpu_times()
+                self.cpu[p.pid] = t.user + t.system
                 if p.pid not in self.roles:
                     self.roles[p.pid] = "driver" if p.pid == self.me.pid else _role(p.cmdline())
             except ps.Error:
@@ -110,12 +113,21 @@ class RssSampler:
             self._stop.wait(self.interval)
         self._sample()
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds (user + system, last sample) of the driver, workers and Prefect server."""
+        out: dict[str, float] = {}
+        for pid, secs in self.cpu.items():
+            role = self.roles.get(pid, "other")
+            out[role] = round(out.get(role, 0.0) + secs, 2)
+        return out
+
     def result(self) -> dict[str, Any]:
         workers = sorted((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "worker"), reverse=True)
         return {
             "driver_peak_mb": round(self.peaks.get(self.me.pid, 0.0), 1),
             "worker_peak_mb": workers[0] if workers else None,
             "workers_peak_mb": workers,
+            "cpu_seconds_by_role": self.cpu_by_role(),
             "prefect_server_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "prefect_server"), default=None),
         }
 

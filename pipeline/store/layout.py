@@ -112,7 +112,7 @@ def ensure_feature_arrays(group: zarr.Group, layout: Layout, length: int, featur
             shards=shards,
             dtype="float32",
             fill_value=0.0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
             dimension_names=feature_dims(layout, name),
             attributes={
                 "dtype": "float32",
