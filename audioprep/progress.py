@@ -16,8 +16,6 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
 
     for name in ("distributed", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from flows.server import prefect_api
-
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -47,29 +45,16 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
 
     hooks.install(plan=on_plan, partition=on_partition, dashboard=lambda link: progress.console.print(f"Dask dashboard: {link}"))
-    cluster: dict[str, Any] = {}
-
-    def start_cluster(_url: str) -> None:
-        # the embedded cluster starts while the Prefect API boots: both take seconds
-        if scheduler or execution_scheduler:
-            return
-        from distributed import LocalCluster
-
-        cluster["c"] = LocalCluster(**prep.local_cluster_kwargs(workers or execution_workers, threads_per_worker))
-
+    from flows.runtime import local_runtime
     from pipeline.config.catalog import load_catalog
 
     ex = load_catalog(catalog).catalog.execution
-    execution_scheduler, execution_workers, threads_per_worker = ex.scheduler, ex.workers, ex.threads_per_worker
     try:
-        with prefect_api(while_starting=start_cluster):
-            address = cluster["c"].scheduler_address if "c" in cluster else scheduler
-            if "c" in cluster:
+        with local_runtime(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker) as rt:
+            if rt["dashboard"]:
                 hooks.install(dashboard=None)
-                progress.console.print(f"Dask dashboard: {cluster['c'].dashboard_link}")
-            return prep.prepare(catalog, store=store, workers=workers, scheduler=address, report=report)
+                progress.console.print(f"Dask dashboard: {rt['dashboard']}")
+            return prep.prepare(catalog, store=store, workers=workers, scheduler=rt["scheduler"], report=report)
     finally:
         progress.stop()
         hooks.clear()
-        if "c" in cluster:
-            cluster["c"].close()

@@ -131,7 +131,7 @@ def child_lhotse(corpus: pathlib.Path, work: pathlib.Path) -> dict:
 def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float) -> dict:
     from flows import hooks
     from flows.prepare import prepare
-    from flows.server import prefect_api
+    from flows.runtime import local_runtime
 
     store = work / f"store-w{workers}.zarr"
     cat = _util.write_catalog(work / f"catalog-w{workers}.yaml",
@@ -139,13 +139,18 @@ def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, parti
     done: list[tuple[float, float, float]] = []
     hooks.install(partition=lambda r: done.append((time.perf_counter(), r["audio_seconds"], r["compute_seconds"])))
     t0 = time.perf_counter()
-    with prefect_api():
+    # the same runtime as `audioprep run`: cluster workers start while the API boots
+    marks: dict[str, float] = {}
+    hooks.install(plan=lambda plan: marks.setdefault("plan", time.perf_counter()))
+    with local_runtime(workers, None) as rt:
         t_api = time.perf_counter()
-        summary = prepare(str(cat), workers=workers, report=False)
+        summary = prepare(str(cat), workers=workers, scheduler=rt["scheduler"], report=False)
+        marks["flow_done"] = time.perf_counter()
     t1 = time.perf_counter()
     done.sort()
     audio = sum(a for _, a, _ in done)
-    res = {"audio_seconds": audio, "files": summary.get("examples"), "loop_seconds": t1 - t0, "api_start_seconds": t_api - t0,
+    res = {"audio_seconds": audio, "files": summary.get("examples"), "loop_seconds": t1 - t0, "runtime_start_seconds": t_api - t0,
+           "plan_ready_seconds": marks.get("plan", t1) - t0, "teardown_seconds": t1 - marks.get("flow_done", t1),
            "partitions": len(done), "processes": workers, "partition_seconds": partition_seconds,
            "first_partition_seconds": (done[0][0] - t0) if done else None,
            "in_task_x_realtime_per_core": audio / sum(c for *_, c in done) if done else None,

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.utilities.annotations import quote
 from prefect_dask import DaskTaskRunner
 
 from flows import hooks
@@ -31,14 +32,32 @@ from pipeline.store.state import read_state
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+class Packed:
+    """A task argument Prefect does not walk.
+
+    Prefect visits every nested list, dict and dataclass of a task's arguments looking for
+    futures, on each call; plans hold thousands of file records and no futures. Tasks called
+    in the flow take ``quote(...)``; tasks submitted to Dask take ``Packed`` (prefect-dask
+    walks ``quote`` contents too). Profiled: this walk was the driver's largest CPU cost.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __reduce__(self):
+        return (Packed, (self.value,))
+
+
 @task(name="discover-sources", **TASK_OPTS)
 def discover_task(loaded):
     return steps.discover(loaded)
 
 
 @task(name="probe-headers", task_run_name="probe-headers-{index}", retries=2, retry_delay_seconds=[1, 5], **TASK_OPTS)
-def probe_task(batch, options, index: int = 0):
-    return probe_headers(batch, options)
+def probe_task(batch: Packed, options: dict, index: int = 0):
+    return probe_headers(batch.value, options)
 
 
 @task(name="plan-run", **TASK_OPTS)
@@ -51,9 +70,9 @@ def prepare_store_task(plan):
     commit.prepare_store(plan)
 
 
-@task(name="partition", task_run_name="partition-{spec.index:05d}", retries=3, retry_delay_seconds=[2, 10, 30], **TASK_OPTS)
-def partition_task(spec, ctx):
-    return process_partition(spec, ctx)
+@task(name="partition", task_run_name="partition-{index:05d}", retries=3, retry_delay_seconds=[2, 10, 30], **TASK_OPTS)
+def partition_task(spec: Packed, ctx: Packed, index: int):
+    return process_partition(spec.value, ctx.value)
 
 
 @task(name="write-report", **TASK_OPTS)
@@ -78,7 +97,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
         "dashboard_address": ":0",
         "silence_logs": logging.WARNING,
         "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")},
-        "preload": ["flows.prepare"],
+        "preload": ["flows.prepare", "pipeline.run.warmup"],
     }
 
 
@@ -113,9 +132,9 @@ def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, 
         to_probe = planner.refs_needing_probe(refs, previous)
         batches = steps.probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)
         headers = {}
-        for fut in [probe_task.submit(b, opts, index=i) for i, b in enumerate(batches)]:
+        for fut in [probe_task.submit(Packed(b), opts, index=i) for i, b in enumerate(batches)]:
             headers.update((h.example_id, h) for h in fut.result())
-        plan = plan_task(loaded, refs, headers, banks, location, run_id, previous)
+        plan = plan_task(quote(loaded), quote(refs), quote(headers), quote(banks), quote(location), run_id, quote(previous))
         del headers
         if plan.up_to_date:
             logger.info("store %s is up to date: no new or changed files, no feature work", location.url)
@@ -126,12 +145,13 @@ def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, 
         if link:
             logger.info("Dask dashboard: %s", link)
             hooks.emit("dashboard", link)
-        prepare_store_task(plan)
-        futures = [partition_task.submit(p, plan.ctx) for p in plan.partitions]
+        prepare_store_task(quote(plan))
+        ctx = Packed(plan.ctx)
+        futures = [partition_task.submit(Packed(p), ctx, index=p.index) for p in plan.partitions]
         for fut in as_completed(futures):
             result = fut.result()
             hooks.emit("partition", result)
-        return commit_task(plan, time.perf_counter() - t0)
+        return commit_task(quote(plan), time.perf_counter() - t0)
     finally:
         release_lock(location, run_id)
 
@@ -163,7 +183,7 @@ def prepare(
 if __name__ == "__main__":
     import sys
 
-    from flows.server import prefect_api
+    from flows.runtime import local_runtime
 
-    with prefect_api():
-        print(prepare(sys.argv[1]))
+    with local_runtime(None, None) as rt:
+        print(prepare(sys.argv[1], scheduler=rt["scheduler"]))

@@ -115,3 +115,43 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
             continue
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     np.testing.assert_array_equal(a["examples/partition"], b["examples/partition"])
+
+
+def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus, tmp_path):
+    """`audioprep run`'s runtime: the embedded cluster's workers are warm before the first task
+    (numba kernels, zarr, a cached FeatureSet), the flow runs on that cluster, and the
+    cluster is gone afterwards."""
+    from distributed import Client
+
+    from flows.prepare import prepare
+    from flows.runtime import local_runtime
+
+    def warm_state():
+        import sys
+
+        from pipeline.features import build_feature_set
+
+        return sorted(m for m in ("numba", "zarr", "soxr", "soundfile") if m in sys.modules), build_feature_set.cache_info().currsize
+
+    store = tmp_path / "rt.zarr"
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store))
+    with local_runtime(2, None) as rt:
+        assert rt["api_url"] == api and rt["dashboard"].startswith("http://")
+        with Client(rt["scheduler"]) as client:
+            states = client.run(warm_state)
+            assert len(states) == 2
+            assert all(mods == ["numba", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states
+            summary = prepare(str(cat), scheduler=rt["scheduler"], report=False)
+            assert summary["examples"] == 32
+            # the partitions ran on this cluster's workers: warm-up made one FeatureSet call, each partition another
+
+            def calls():
+                from pipeline.features import build_feature_set
+
+                info = build_feature_set.cache_info()
+                return info.hits + info.misses
+
+            assert sum(client.run(calls).values()) == 2 + summary["partitions"]
+    with pytest.raises(OSError):
+        with Client(rt["scheduler"], timeout=2):
+            pass

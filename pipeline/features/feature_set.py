@@ -17,7 +17,7 @@ from pipeline.errors import CatalogError, Problem
 from pipeline.features import _scratch
 from pipeline.features import summaries as _summaries
 from pipeline.features._base import FeatureParams, FeatureSpec, json_safe
-from pipeline.features.analysis import Analysis, StftPlan
+from pipeline.features.analysis import Analysis, StftPlan, n_frames_for
 from pipeline.features.config import FeaturesConfig
 from pipeline.features.normalize import RunningStats, per_example
 from pipeline.features.registry import REGISTRY
@@ -32,33 +32,44 @@ class FeatureSet:
     def __init__(self, config: FeaturesConfig, sample_rate: int):
         self.config = config
         self.sample_rate = int(sample_rate)
-        self.plan = StftPlan.build(config.stft, self.sample_rate)
         enabled = config.enabled()
-        self._entries: tuple[tuple[FeatureSpec, FeatureParams, Any], ...] = tuple(
-            (REGISTRY[name], params, REGISTRY[name].build_state(params, config.stft, self.sample_rate))
-            for name, params in enabled.items()
-        )
+        self._specs: tuple[tuple[FeatureSpec, FeatureParams], ...] = tuple((REGISTRY[name], params) for name, params in enabled.items())
         self.names: tuple[str, ...] = tuple(enabled)
         self._shapes = {
             spec.name: tuple(int(d) for d in spec.frame_shape(params, config.stft, self.sample_rate))
-            for spec, params, _ in self._entries
+            for spec, params in self._specs
         }
         self.summaries: tuple[str, ...] = tuple(config.summaries)
         self.normalization: str = config.normalization
-        self._columns = [
+
+    # The window, filterbanks and labels import librosa (numba: about a second) and are only
+    # needed to compute; the coordinator plans with shapes and params alone.
+    @functools.cached_property
+    def plan(self) -> StftPlan:
+        return StftPlan.build(self.config.stft, self.sample_rate)
+
+    @functools.cached_property
+    def _entries(self) -> tuple[tuple[FeatureSpec, FeatureParams, Any], ...]:
+        return tuple(
+            (spec, params, spec.build_state(params, self.config.stft, self.sample_rate)) for spec, params in self._specs
+        )
+
+    @functools.cached_property
+    def _columns(self) -> list[str]:
+        return [
             col
-            for spec, params, _ in self._entries
+            for spec, params in self._specs
             for col in _summaries.columns(spec.name, self._labels(spec, params), self.summaries)
         ]
 
     # -- shape and timing ---------------------------------------------------------------
     @property
     def hop_length(self) -> int:
-        return self.plan.hop_length
+        return self.config.stft.hop_length
 
     @property
     def n_fft(self) -> int:
-        return self.plan.n_fft
+        return self.config.stft.n_fft
 
     def frame_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-frame trailing shape of each feature, e.g. ``{"log_mel": (80,), "rms": (1,)}``."""
@@ -66,7 +77,8 @@ class FeatureSet:
 
     def n_frames(self, n_samples: int) -> int:
         """Exact frame count of every feature for a clip of ``n_samples`` samples."""
-        return self.plan.n_frames(int(n_samples))
+        p = self.config.stft
+        return n_frames_for(int(n_samples), n_fft=p.n_fft, hop_length=p.hop_length, center=p.center)
 
     def frame_times(self, n_frames: int) -> np.ndarray:
         """Seconds of each frame's centre (frame t covers samples t*hop .. t*hop + n_fft)."""
@@ -140,7 +152,7 @@ class FeatureSet:
         ``FeaturesConfig.model_validate(fs.params())`` gives an equivalent config.
         """
         out: dict[str, Any] = {"stft": self.config.stft.resolved()}
-        for spec, params, _ in self._entries:
+        for spec, params in self._specs:
             d = params.model_dump()
             if "fmax" in d and d["fmax"] is None:
                 d["fmax"] = self.sample_rate / 2
