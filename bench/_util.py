@@ -132,6 +132,42 @@ class RssSampler:
         }
 
 
+class ExternalCluster:
+    """``dask scheduler`` + N ``dask worker`` processes (1 thread each, warm-up preload): a cluster
+    that already exists when a run starts. ``address`` once entered."""
+
+    def __init__(self, n_workers: int, env: dict[str, str]):
+        self.n_workers, self.env, self.procs, self.address = n_workers, env, [], ""
+
+    def __enter__(self) -> ExternalCluster:
+        import socket
+
+        from distributed import Client
+
+        dask = str(pathlib.Path(sys.executable).parent / "dask")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env, cwd=pathlib.Path(__file__).parent.parent)
+        self.procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], **quiet))
+        for _ in range(self.n_workers):
+            self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                                                "--preload", "flows.prepare", "--preload", "pipeline.run.warmup"], **quiet))
+        with Client(self.address, timeout=60) as c:
+            c.wait_for_workers(self.n_workers, timeout=120)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def dir_bytes(path: pathlib.Path | str) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):

@@ -17,7 +17,12 @@ process (so imports and start-up are counted, and memory is its own):
 * ``lhotse``: ``RecordingSet.from_dir`` + ``CutSet.from_manifests`` +
   ``compute_and_store_features(Fbank(80 bins), LilcomChunkyWriter, num_jobs=2)``.
 * ``pipeline_wN``: the Prefect flow ``flows.prepare.prepare`` (catalog -> store, report=False)
-  with N Dask worker processes, under one local Prefect API (``flows.server.prefect_api``).
+  with N Dask worker processes, in ``audioprep run``'s runtime (``flows.runtime.local_runtime``:
+  the process starts a local Prefect API and an embedded LocalCluster, together). Cold start.
+* ``pipeline_w2_api``: the same, with a Prefect API already running (``PREFECT_API_URL``, as
+  under a deployment or ``audioprep serve``); the process still starts its cluster.
+* ``pipeline_w2_cluster``: the API and a 2-worker ``dask scheduler``/``dask worker`` cluster
+  already run (``--scheduler``): the product's "scale across a cluster that already exists".
 
 Figures: x-realtime = audio seconds / process wall seconds (imports, API and cluster start
 included); per-core = x-realtime / processes computing; start-up = wall of the same method on
@@ -30,6 +35,7 @@ sum of the partitions' compute_seconds; peak RSS of the driver and of each worke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -128,7 +134,7 @@ def child_lhotse(corpus: pathlib.Path, work: pathlib.Path) -> dict:
             "manifest_bytes": os.path.getsize(out / "cuts.jsonl.gz")}
 
 
-def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float) -> dict:
+def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float, scheduler: str | None = None) -> dict:
     from flows import hooks
     from flows.prepare import prepare
     from flows.runtime import local_runtime
@@ -142,7 +148,7 @@ def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, parti
     # the same runtime as `audioprep run`: cluster workers start while the API boots
     marks: dict[str, float] = {}
     hooks.install(plan=lambda plan: marks.setdefault("plan", time.perf_counter()))
-    with local_runtime(workers, None) as rt:
+    with local_runtime(workers, scheduler) as rt:
         t_api = time.perf_counter()
         summary = prepare(str(cat), workers=workers, scheduler=rt["scheduler"], report=False)
         marks["flow_done"] = time.perf_counter()
@@ -174,7 +180,8 @@ def _child_main(args) -> None:
         elif args.child == "lhotse":
             res = child_lhotse(corpus, work)
         elif args.child.startswith("pipeline_w"):
-            res = child_pipeline(corpus, work, int(args.child.removeprefix("pipeline_w")), args.partition_seconds)
+            workers = int(args.child.removeprefix("pipeline_w").split("_")[0])
+            res = child_pipeline(corpus, work, workers, args.partition_seconds, scheduler=args.scheduler)
         else:
             raise SystemExit(f"unknown method {args.child}")
     res.update(mem.result())
@@ -184,10 +191,22 @@ def _child_main(args) -> None:
 
 # --- parent ----------------------------------------------------------------------------------
 def _run(method: str, corpus: pathlib.Path, partition_seconds: float) -> dict:
+    """One method in a fresh process. ``pipeline_wN_api``: a Prefect API already runs (as under a
+    deployment); ``pipeline_wN_cluster``: the API and an N-worker Dask cluster already run."""
     work = WORK / f"{corpus.name}-{method}"
     env = _util.one_thread_env(PREFECT_HOME=str(WORK / f"prefect-{os.getpid()}"))
-    res = _util.run_child(["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
-                           "--partition-seconds", str(partition_seconds)], env=env)
+    args = ["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
+            "--partition-seconds", str(partition_seconds)]
+    with contextlib.ExitStack() as stack:
+        if method.endswith(("_api", "_cluster")):
+            from flows.server import prefect_api
+
+            os.environ.update(PREFECT_HOME=env["PREFECT_HOME"])
+            env["PREFECT_API_URL"] = stack.enter_context(prefect_api())
+        if method.endswith("_cluster"):
+            workers = int(method.removeprefix("pipeline_w").split("_")[0])
+            args += ["--scheduler", stack.enter_context(_util.ExternalCluster(workers, env)).address]
+        res = _util.run_child(args, env=env)
     res["load_before"] = os.getloadavg()[0]
     shutil.rmtree(work, ignore_errors=True)
     return res
@@ -203,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scheduler", default=None, help=argparse.SUPPRESS)
     args = p.parse_args([] if argv is None else argv)
     if args.child:
         _child_main(args)
@@ -212,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     corpus = make_speech(args.hours)
     small = make_speech(100 / 3600, root=ROOT / "speech-10files")
-    methods = ["bare", "seeds", "lhotse", "pipeline_w1", "pipeline_w2"]
+    methods = ["bare", "seeds", "lhotse", "pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"]
     skip = {s for s in args.skip.split(",") if s}
     try:
         import lhotse  # noqa: F401
@@ -245,23 +265,28 @@ def main(argv: list[str] | None = None) -> dict:
         }
     ratios = {}
     t = table
-    if "pipeline_w2" in t:
+    for variant in ("pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
+        if variant not in t:
+            continue
+        suffix = variant.removeprefix("pipeline_w2")
         if "lhotse" in t:
-            ratios["e2e_w2_over_lhotse"] = t["pipeline_w2"]["x_realtime"] / t["lhotse"]["x_realtime"]
-            if runs["pipeline_w2"].get("features_bytes"):
-                ours = runs["pipeline_w2"]["features_bytes"] * 3600 / runs["pipeline_w2"]["audio_seconds"]
-                ratios["store_bytes_ours_over_lilcom"] = ours / t["lhotse"]["output_bytes_per_audio_hour"]
+            ratios[f"e2e_w2{suffix}_over_lhotse"] = t[variant]["x_realtime"] / t["lhotse"]["x_realtime"]
         if "seeds" in t:
-            ratios["e2e_w2_over_seeds"] = t["pipeline_w2"]["x_realtime"] / t["seeds"]["x_realtime"]
+            ratios[f"e2e_w2{suffix}_over_seeds"] = t[variant]["x_realtime"] / t["seeds"]["x_realtime"]
+    if "pipeline_w2" in t:
+        if "lhotse" in t and runs["pipeline_w2"].get("features_bytes"):
+            ours = runs["pipeline_w2"]["features_bytes"] * 3600 / runs["pipeline_w2"]["audio_seconds"]
+            ratios["store_bytes_ours_over_lilcom"] = ours / t["lhotse"]["output_bytes_per_audio_hour"]
         if "pipeline_w1" in t and t["pipeline_w1"]["steady_x_realtime"] and t["pipeline_w2"]["steady_x_realtime"]:
             ratios["steady_w2_over_w1"] = t["pipeline_w2"]["steady_x_realtime"] / t["pipeline_w1"]["steady_x_realtime"]
     if "bare" in t:
         bare = runs["bare"]["steady_x_realtime"]
-        for w in ("pipeline_w1", "pipeline_w2"):
+        for w in ("pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
             if w in t and t[w]["steady_x_realtime_per_core"]:
                 ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
                 ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
-    targets = {"e2e_w2_over_lhotse": 1.5, "e2e_w2_over_seeds": 1.8, "pipeline_w1_steady_per_core_over_bare": 0.85,
+    targets = {"e2e_w2_over_lhotse": 1.5, "e2e_w2_over_seeds": 1.8, "e2e_w2_api_over_lhotse": 1.5, "e2e_w2_api_over_seeds": 1.8,
+               "e2e_w2_cluster_over_lhotse": 1.5, "e2e_w2_cluster_over_seeds": 1.8, "pipeline_w1_steady_per_core_over_bare": 0.85,
                "pipeline_w2_steady_per_core_over_bare": 0.85, "steady_w2_over_w1": 1.8, "store_bytes_ours_over_lilcom": None}
     result = {"hours": args.hours, "corpus": str(corpus), "partition_seconds": args.partition_seconds, "table": table, "ratios": ratios,
               "targets": {k: {"target": v, "met": (ratios[k] >= v) if (v is not None and k in ratios) else None} for k, v in targets.items()},
@@ -271,11 +296,11 @@ def main(argv: list[str] | None = None) -> dict:
     path = _util.save(f"pipeline-{tag}", result, args.out)
 
     print(f"{args.hours:g} h corpus ({runs[methods[0]]['files']} files), 1 BLAS thread per process, partitions {args.partition_seconds:g} s")
-    print(f"{'method':<13}{'xRT':>8}{'xRT/core':>10}{'steady':>9}{'st/core':>9}{'start s':>9}{'drv MB':>8}{'wrk MB':>8}{'MB/h':>8}")
+    print(f"{'method':<20}{'xRT':>8}{'xRT/core':>10}{'steady':>9}{'st/core':>9}{'start s':>9}{'drv MB':>8}{'wrk MB':>8}{'MB/h':>8}")
     for m, r in table.items():
         f = lambda v, fmt: format(v, fmt) if v is not None else format("-", ">" + fmt.split(".")[0].rstrip("fd"))  # noqa: E731
         mbh = r["output_bytes_per_audio_hour"] / 2**20 if r["output_bytes_per_audio_hour"] else None
-        print(f"{m:<13}{f(r['x_realtime'], '8.0f')}{f(r['x_realtime_per_core'], '10.0f')}{f(r['steady_x_realtime'], '9.0f')}"
+        print(f"{m:<20}{f(r['x_realtime'], '8.0f')}{f(r['x_realtime_per_core'], '10.0f')}{f(r['steady_x_realtime'], '9.0f')}"
               f"{f(r['steady_x_realtime_per_core'], '9.0f')}{f(r['startup_10_files_seconds'], '9.1f')}{f(r['driver_peak_mb'], '8.0f')}"
               f"{f(r['worker_peak_mb'], '8.0f')}{f(mbh, '8.1f')}")
     for k, v in ratios.items():
