@@ -83,6 +83,9 @@ class Output(_Model):
     store: str
     """Any fsspec URL or local path of the Zarr store."""
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage precision of the feature arrays; ``float16`` halves the store (readers
+    always get float32). Part of the store fingerprint."""
 
 
 class Clip(_Model):

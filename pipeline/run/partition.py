@@ -252,12 +252,13 @@ def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, li
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     for name, parts in buffers.items():
         arr = group[f"features/{name}"]
-        block = np.empty((used, *arr.shape[1:]), dtype=np.float32)
+        # in the array's dtype, so a float16 store casts once, while the block is filled
+        block = np.empty((used, *arr.shape[1:]), dtype=arr.dtype)
         if layout.mode == "dense":
             for i, x in enumerate(parts):
                 block[i] = x
         else:
-            np.concatenate(parts, axis=0, out=block)
+            np.concatenate(parts, axis=0, out=block, casting="same_kind")
         parts.clear()
         arr[spec.start : spec.start + used] = block
 

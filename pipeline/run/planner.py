@@ -102,9 +102,9 @@ def make_run_layout(loaded: LoadedCatalog) -> Layout:
         n = int(round(c.audio.clip.seconds * c.audio.sample_rate))
         frames = fset.n_frames(n)
         nominal = max(1, int(c.execution.partition_seconds / c.audio.clip.seconds))
-        return make_layout(shapes, dense_frames=frames, nominal_partition_len=nominal)
+        return make_layout(shapes, dense_frames=frames, nominal_partition_len=nominal, dtype=c.output.dtype)
     nominal = int(c.execution.partition_seconds * c.audio.sample_rate / fset.hop_length)
-    return make_layout(shapes, dense_frames=0, nominal_partition_len=nominal)
+    return make_layout(shapes, dense_frames=0, nominal_partition_len=nominal, dtype=c.output.dtype)
 
 
 def build_plan(
@@ -128,7 +128,7 @@ def build_plan(
     prev = read_state(location) if previous == "read" else previous
     if prev is not None and prev.fingerprint != fp:
         raise StoreError(
-            f"output.store {location.url} was written with other audio/feature/augment settings "
+            f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings "
             f"(fingerprint {prev.fingerprint}, now {fp}). Point output.store at a new path, or "
             "rerun with --overwrite to rebuild it."
         )

@@ -32,10 +32,15 @@ class Layout:
     """Chunk length along axis 0 (frames or rows): the unit of reading."""
     shard: int
     """Shard length along axis 0: the unit of writing, a multiple of ``chunk``."""
+    dtype: str = "float32"
+    """Storage dtype of the feature arrays (``output.dtype``): ``float32`` or ``float16``."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["feature_shapes"] = {k: list(v) for k, v in self.feature_shapes.items()}
+        # float32 is left out so stores written before output.dtype keep their fingerprint
+        if self.dtype == "float32":
+            del d["dtype"]
         return d
 
     @classmethod
@@ -46,6 +51,7 @@ class Layout:
             frames_per_row=int(d["frames_per_row"]),
             chunk=int(d["chunk"]),
             shard=int(d["shard"]),
+            dtype=str(d.get("dtype", "float32")),
         )
 
     def align(self, n: int) -> int:
@@ -53,7 +59,9 @@ class Layout:
         return int(math.ceil(n / self.shard) * self.shard) if n > 0 else 0
 
 
-def make_layout(feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int, nominal_partition_len: int) -> Layout:
+def make_layout(
+    feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int, nominal_partition_len: int, dtype: str = "float32"
+) -> Layout:
     """Choose chunk and shard sizes.
 
     Parameters
@@ -62,7 +70,10 @@ def make_layout(feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int
     dense_frames : frames per fixed-length clip, or 0 for ragged mode.
     nominal_partition_len : frames (ragged) or rows (dense) a typical partition writes;
         a shard is sized to about that, so partitions own one or a few shards.
+    dtype : storage dtype of the feature arrays, ``float32`` or ``float16``.
     """
+    # sized for 4-byte values whatever ``dtype``: float32 layouts stay as they were, and a
+    # float16 layout keeps the same frames per chunk (half the bytes)
     widest = max((int(np.prod(s)) for s in feature_shapes.values()), default=1)
     unit = widest * 4 * (dense_frames if dense_frames else 1)
     chunk = max(1, CHUNK_TARGET_BYTES // unit)
@@ -75,6 +86,7 @@ def make_layout(feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int
         frames_per_row=dense_frames,
         chunk=chunk,
         shard=chunk * per_shard,
+        dtype=dtype,
     )
 
 
@@ -110,12 +122,12 @@ def ensure_feature_arrays(group: zarr.Group, layout: Layout, length: int, featur
             shape=shape,
             chunks=chunks,
             shards=shards,
-            dtype="float32",
+            dtype=layout.dtype,
             fill_value=0.0,
             compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
             dimension_names=feature_dims(layout, name),
             attributes={
-                "dtype": "float32",
+                "dtype": layout.dtype,
                 "frame_shape": list(layout.feature_shapes[name]),
                 "layout": layout.mode,
                 "params": feature_params.get(name, {}),
