@@ -163,6 +163,30 @@ def test_catalog_rejects_other_dtypes_naming_the_key(tmp_path):
     assert "output.dtype" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "features, sample_rate, named",
+    [
+        ({"spectrogram": {"power": 2.0}, "log_mel": {}}, 16000, "spectrogram"),
+        ({"mel": {}}, 16000, "mel"),
+        ({"spectral_rolloff": {}}, 192000, "spectral_rolloff"),
+    ],
+)
+def test_float16_refuses_features_beyond_its_range(tmp_path, features, sample_rate, named):
+    raw = base_catalog(tmp_path, tmp_path / "s.zarr", features=features)
+    raw["audio"] = {"sample_rate": sample_rate}
+    parse_catalog(raw)  # fine as float32
+    raw["output"]["dtype"] = "float16"
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(raw)
+    assert "output.dtype" in str(err.value) and named in str(err.value)
+
+
+def test_float16_accepts_hz_features_below_its_range(tmp_path):
+    raw = base_catalog(tmp_path, tmp_path / "s.zarr", features={"spectral_centroid": {}, "log_mel": {}})
+    raw["output"]["dtype"] = "float16"
+    assert parse_catalog(raw).catalog.output.dtype == "float16"
+
+
 def test_changing_dtype_of_an_existing_store_is_refused(stores, tmp_path):
     import shutil
 

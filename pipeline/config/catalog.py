@@ -184,6 +184,27 @@ class Catalog(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _float16_fits(self) -> Catalog:
+        # float16 tops out at 65504: linear power spectra of loud audio, and frequencies in Hz
+        # above that, would be stored as inf
+        if self.output.dtype != "float16":
+            return self
+        enabled = set(self.features.enabled())
+        linear = sorted(enabled & {"spectrogram", "mel"})
+        if linear:
+            raise ValueError(
+                f"output.dtype: float16 cannot hold linear-scale features {linear} (values above 65504 "
+                "become inf); use output.dtype: float32, or log_mel instead of mel"
+            )
+        hz = sorted(enabled & {"spectral_centroid", "spectral_bandwidth", "spectral_rolloff"})
+        if hz and self.audio.sample_rate / 2 > 65504:
+            raise ValueError(
+                f"output.dtype: float16 cannot hold {hz} in Hz at audio.sample_rate {self.audio.sample_rate} "
+                "(above 65504); use output.dtype: float32"
+            )
+        return self
+
     @property
     def split_seed(self) -> int:
         return self.seed if self.splits.seed is None else self.splits.seed
