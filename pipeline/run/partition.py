@@ -29,6 +29,7 @@ from pipeline.rng import example_rng
 from pipeline.run.allocator import tune_allocator
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
+from pipeline.store.shards import write_shards
 
 MANIFEST_DIR = "_partitions"
 # fault-injection tests widen the window between compute and commit to kill a process in it
@@ -260,7 +261,7 @@ def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, li
         else:
             np.concatenate(parts, axis=0, out=block, casting="same_kind")
         parts.clear()
-        arr[spec.start : spec.start + used] = block
+        write_shards(loc, f"features/{name}", arr, spec.start, block)
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:

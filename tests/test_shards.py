@@ -1,0 +1,82 @@
+"""Whole-shard writes (pipeline.store.shards) give the exact bytes zarr writes itself."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from pipeline.store.location import StoreLocation
+from pipeline.store.shards import write_shards
+
+
+def _array(root: pathlib.Path, shape, chunks, shards, dtype, compressors=None):
+    g = zarr.open_group(str(root), mode="a")
+    return g.create_array(
+        "features/x", shape=shape, dtype=dtype, chunks=chunks, shards=shards, fill_value=0.0,
+        compressors=compressors or BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )
+
+
+def _files(root: pathlib.Path) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(root / "features"):
+        for n in names:
+            p = pathlib.Path(dirpath) / n
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+CASES = [
+    # shape, chunks, shards, dtype, start, rows
+    ((8192, 80), (1024, 80), (4096, 80), "float32", 4096, 3000),  # one shard, data ends mid-chunk
+    ((8192, 80), (1024, 80), (4096, 80), "float32", 0, 8192),  # two full shards
+    ((8192, 80), (1024, 80), (4096, 80), "float16", 0, 5000),  # the second shard partly filled
+    ((12288, 13), (2048, 13), (4096, 13), "float32", 4096, 100),  # one partial chunk, rest empty
+    ((64, 100, 80), (8, 100, 80), (32, 100, 80), "float32", 32, 20),  # dense (row, frame, bin)
+]
+
+
+@pytest.mark.parametrize("shape, chunks, shards, dtype, start, rows", CASES)
+def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtype, start, rows):
+    rng = np.random.default_rng(rows)
+    block = (rng.standard_normal((rows, *shape[1:])) * 20 - 40).astype(dtype)
+    block[: min(rows, chunks[0])] = 0  # an inner chunk of fill values: zarr stores no bytes for it
+    ours, theirs = tmp_path / "ours", tmp_path / "zarr"
+    a_ours = _array(ours, shape, chunks, shards, dtype)
+    a_theirs = _array(theirs, shape, chunks, shards, dtype)
+    a_theirs[start : start + rows] = block
+    write_shards(StoreLocation(str(ours)), "features/x", a_ours, start, block)
+    f_ours, f_theirs = _files(ours), _files(theirs)
+    assert sorted(f_ours) == sorted(f_theirs) and f_ours
+    for key in f_theirs:
+        assert f_ours[key] == f_theirs[key], key
+    back = zarr.open_array(str(ours / "features" / "x"), mode="r")
+    np.testing.assert_array_equal(back[start : start + rows], block)
+    assert not back[:start].any() and not back[start + rows :].any()
+
+
+def test_a_shard_of_only_fill_values_is_not_written_and_a_stale_one_is_removed(tmp_path):
+    a = _array(tmp_path, (8192, 8), (1024, 8), (4096, 8), "float32")
+    loc = StoreLocation(str(tmp_path))
+    write_shards(loc, "features/x", a, 4096, np.ones((4096, 8), np.float32))
+    assert [k for k in _files(tmp_path) if "/c/" in k] == ["features/x/c/1/0"]
+    write_shards(loc, "features/x", a, 4096, np.zeros((4096, 8), np.float32))  # a retry that computed nothing but fill
+    assert [k for k in _files(tmp_path) if "/c/" in k] == []
+    assert not zarr.open_array(str(tmp_path / "features" / "x"), mode="r")[:].any()
+
+
+def test_other_codec_chains_and_unaligned_regions_fall_back_to_zarr(tmp_path):
+    block = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    a = _array(tmp_path / "zstd", (8192, 4), (1024, 4), (4096, 4), "float32", compressors=ZstdCodec(level=3))
+    write_shards(StoreLocation(str(tmp_path / "zstd")), "features/x", a, 0, block)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "zstd" / "features" / "x"))[:3000], block)
+    b = _array(tmp_path / "unaligned", (8192, 4), (1024, 4), (4096, 4), "float32")
+    write_shards(StoreLocation(str(tmp_path / "unaligned")), "features/x", b, 1024, block)  # not on a shard boundary
+    back = zarr.open_array(str(tmp_path / "unaligned" / "features" / "x"))
+    np.testing.assert_array_equal(back[1024:4024], block)
+    assert not back[:1024].any()
