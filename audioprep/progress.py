@@ -12,10 +12,13 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
     import logging
 
     from flows import hooks
-    from flows import prepare as prep
+    from flows.runtime import local_runtime
 
-    for name in ("distributed", "prefect", "prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    def quiet() -> None:
+        for name in ("distributed", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    quiet()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -45,16 +48,16 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
         progress.update(state["task"], advance=1, hours=state["seconds"] / 3600, rate=state["seconds"] / elapsed)
 
     hooks.install(plan=on_plan, partition=on_partition, dashboard=lambda link: progress.console.print(f"Dask dashboard: {link}"))
-    from flows.runtime import local_runtime
-    from pipeline.config.catalog import load_catalog
-
-    ex = load_catalog(catalog).catalog.execution
     try:
-        with local_runtime(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker) as rt:
+        # the API process starts first; the flow code is imported while it boots
+        with local_runtime(workers, scheduler, catalog_path=catalog) as rt:
             if rt["dashboard"]:
                 hooks.install(dashboard=None)
                 progress.console.print(f"Dask dashboard: {rt['dashboard']}")
-            return prep.prepare(catalog, store=store, workers=workers, scheduler=rt["scheduler"], report=report)
+            from flows.prepare import prepare
+
+            quiet()  # again: importing Prefect configured its loggers
+            return prepare(catalog, store=store, workers=workers, scheduler=rt["scheduler"], report=report)
     finally:
         progress.stop()
         hooks.clear()

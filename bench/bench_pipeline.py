@@ -136,7 +136,6 @@ def child_lhotse(corpus: pathlib.Path, work: pathlib.Path) -> dict:
 
 def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float, scheduler: str | None = None) -> dict:
     from flows import hooks
-    from flows.prepare import prepare
     from flows.runtime import local_runtime
 
     store = work / f"store-w{workers}.zarr"
@@ -150,6 +149,8 @@ def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, parti
     hooks.install(plan=lambda plan: marks.setdefault("plan", time.perf_counter()))
     with local_runtime(workers, scheduler) as rt:
         t_api = time.perf_counter()
+        from flows.prepare import prepare  # imported while the API booted, as in `audioprep run`
+
         summary = prepare(str(cat), workers=workers, scheduler=rt["scheduler"], report=False)
         marks["flow_done"] = time.perf_counter()
     t1 = time.perf_counter()

@@ -1,7 +1,8 @@
 """The local runtime of one ``prepare`` run: a Prefect API and the Dask cluster.
 
-Both take seconds to start, so they start together: the embedded LocalCluster's workers
-spawn and warm up (imports, feature kernels) while the Prefect API boots. With
+Both take seconds to start, so they start together: the API server process is spawned
+first, and this process's imports and the embedded LocalCluster's workers (which warm up:
+imports, feature kernels) start while it boots. With
 ``PREFECT_API_URL`` set (a running server, as under a deployment) no API is started; with a
 scheduler address no cluster is started.
 """
@@ -15,31 +16,44 @@ from flows.server import prefect_api
 
 
 @contextlib.contextmanager
-def local_runtime(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> Iterator[dict[str, Any]]:
+def local_runtime(
+    workers: int | None = None, scheduler: str | None = None, threads_per_worker: int | None = None, *, catalog_path: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield ``{"api_url", "scheduler", "dashboard"}`` for :func:`flows.prepare.prepare`.
 
     Parameters
     ----------
-    workers : embedded cluster size (None: one per core); ignored with ``scheduler``.
-    scheduler : address of an existing Dask scheduler, or None for an embedded LocalCluster.
-    threads_per_worker : threads of each embedded worker.
+    workers : embedded cluster size (None: the catalog's ``execution.workers``, else one per core);
+        ignored with a scheduler.
+    scheduler : address of an existing Dask scheduler (None: the catalog's ``execution.scheduler``,
+        else an embedded LocalCluster).
+    threads_per_worker : threads of each embedded worker (None: the catalog's, else 1).
+    catalog_path : catalog whose ``execution`` section fills what is not given. It is read, and
+        the flow code imported, while the API boots.
     """
-    from flows.prepare import local_cluster_kwargs
-
     cluster: dict[str, Any] = {}
+    chosen: dict[str, Any] = {"scheduler": scheduler}
 
     def start_cluster(_url: str) -> None:
-        if scheduler:
+        w, t = workers, threads_per_worker
+        if catalog_path:
+            from pipeline.config.catalog import load_catalog
+
+            ex = load_catalog(catalog_path).catalog.execution
+            w, t, chosen["scheduler"] = w or ex.workers, t or ex.threads_per_worker, chosen["scheduler"] or ex.scheduler
+        from flows.prepare import local_cluster_kwargs  # Prefect, Dask, the task code: seconds of imports
+
+        if chosen["scheduler"]:
             return
         from distributed import LocalCluster
 
-        cluster["c"] = LocalCluster(**local_cluster_kwargs(workers, threads_per_worker))
+        cluster["c"] = LocalCluster(**local_cluster_kwargs(w, t or 1))
 
     try:
         with prefect_api(while_starting=start_cluster) as url:
             c = cluster.get("c")
             try:
-                yield {"api_url": url, "scheduler": c.scheduler_address if c else scheduler, "dashboard": c.dashboard_link if c else None}
+                yield {"api_url": url, "scheduler": c.scheduler_address if c else chosen["scheduler"], "dashboard": c.dashboard_link if c else None}
             finally:
                 # workers go first: they may still be shipping logs to the API
                 if c is not None:

@@ -295,6 +295,17 @@ def test_prefect_yaml_declares_what_audioprep_serve_serves(tmp_path, monkeypatch
     assert served.entrypoint.replace(".", "/").rsplit("/", 1) == dep["entrypoint"].replace(".py:", "/").rsplit("/", 1)
 
 
+def _preloads(args: list[str]) -> list[str]:
+    """The ``--preload`` modules of a ``dask worker`` command line; each must import here."""
+    import importlib
+
+    mods = [args[i + 1] for i, a in enumerate(args) if a == "--preload"]
+    for m in mods:
+        importlib.import_module(m)
+    assert hasattr(importlib.import_module("pipeline.run.warmup"), "dask_setup")
+    return mods
+
+
 # --- compose ---------------------------------------------------------------------------
 def test_compose_wires_prefect_dask_and_minio():
     services = compose()["services"]
@@ -302,6 +313,7 @@ def test_compose_wires_prefect_dask_and_minio():
     assert services["scheduler"]["command"].startswith("dask scheduler")
     worker, flow = services["worker"], services["flow"]
     assert worker["command"].startswith("dask worker tcp://scheduler:8786")
+    assert _preloads(worker["command"].split()) == ["flows.prepare", "pipeline.run.warmup"]
     assert worker["deploy"]["replicas"] >= 2
     assert flow["command"] == "audioprep run catalog.yaml --scheduler tcp://scheduler:8786"
     # the flow and every Dask worker report to the compose Prefect server
@@ -332,6 +344,7 @@ def test_daskcluster_and_prefect_worker():
     [worker] = spec["worker"]["spec"]["containers"]
     [scheduler] = spec["scheduler"]["spec"]["containers"]
     assert worker["args"][:2] == ["dask", "worker"] and scheduler["args"][:2] == ["dask", "scheduler"]
+    assert _preloads(worker["args"]) == ["flows.prepare", "pipeline.run.warmup"]
     assert spec["worker"]["replicas"] >= 1
     assert {p["port"] for p in spec["scheduler"]["service"]["ports"]} == {8786, 8787}
     env = {c["metadata"]["name"]: c["data"] for c in k8s_objects("ConfigMap")}["audioprep-env"]
