@@ -180,7 +180,7 @@ def dir_bytes(path: pathlib.Path | str) -> int:
 
 
 def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_seconds: float = 600.0, workers: int = 2,
-                   clip: dict | None = None, dataset: str = "bench") -> dict[str, Any]:
+                   clip: dict | None = None, dataset: str = "bench", dtype: str = "float32") -> dict[str, Any]:
     """A catalog for a bench/corpus speech folder: log-mel 80 (n_fft 400, hop 160), 16 kHz."""
     audio: dict[str, Any] = {"sample_rate": 16000, "max_seconds": 600}
     if clip:
@@ -188,7 +188,7 @@ def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_se
     return {
         "dataset": dataset,
         "seed": 0,
-        "output": {"store": str(store)},
+        "output": {"store": str(store), "dtype": dtype},
         "sources": [
             {
                 "name": "speech",

@@ -134,13 +134,14 @@ def child_lhotse(corpus: pathlib.Path, work: pathlib.Path) -> dict:
             "manifest_bytes": os.path.getsize(out / "cuts.jsonl.gz")}
 
 
-def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float, scheduler: str | None = None) -> dict:
+def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, partition_seconds: float, scheduler: str | None = None,
+                   dtype: str = "float32") -> dict:
     from flows import hooks
     from flows.runtime import local_runtime
 
     store = work / f"store-w{workers}.zarr"
     cat = _util.write_catalog(work / f"catalog-w{workers}.yaml",
-                              _util.speech_catalog(corpus, store, partition_seconds=partition_seconds, workers=workers))
+                              _util.speech_catalog(corpus, store, partition_seconds=partition_seconds, workers=workers, dtype=dtype))
     done: list[tuple[float, float, float]] = []
     hooks.install(partition=lambda r: done.append((time.perf_counter(), r["audio_seconds"], r["compute_seconds"])))
     t0 = time.perf_counter()
@@ -182,7 +183,7 @@ def _child_main(args) -> None:
             res = child_lhotse(corpus, work)
         elif args.child.startswith("pipeline_w"):
             workers = int(args.child.removeprefix("pipeline_w").split("_")[0])
-            res = child_pipeline(corpus, work, workers, args.partition_seconds, scheduler=args.scheduler)
+            res = child_pipeline(corpus, work, workers, args.partition_seconds, scheduler=args.scheduler, dtype=args.dtype)
         else:
             raise SystemExit(f"unknown method {args.child}")
     res.update(mem.result())
@@ -191,13 +192,13 @@ def _child_main(args) -> None:
 
 
 # --- parent ----------------------------------------------------------------------------------
-def _run(method: str, corpus: pathlib.Path, partition_seconds: float) -> dict:
+def _run(method: str, corpus: pathlib.Path, partition_seconds: float, dtype: str = "float32") -> dict:
     """One method in a fresh process. ``pipeline_wN_api``: a Prefect API already runs (as under a
     deployment); ``pipeline_wN_cluster``: the API and an N-worker Dask cluster already run."""
     work = WORK / f"{corpus.name}-{method}"
     env = _util.one_thread_env(PREFECT_HOME=str(WORK / f"prefect-{os.getpid()}"))
     args = ["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
-            "--partition-seconds", str(partition_seconds)]
+            "--partition-seconds", str(partition_seconds), "--dtype", dtype]
     with contextlib.ExitStack() as stack:
         if method.endswith(("_api", "_cluster")):
             from flows.server import prefect_api
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--partition-seconds", type=float, default=_util.env_float("AUDIOPREP_BENCH_PARTITION_SECONDS", 300.0))
     p.add_argument("--skip", default=os.environ.get("AUDIOPREP_BENCH_SKIP", ""), help="comma-separated methods to skip")
     p.add_argument("--no-startup", action="store_true", help="skip the 10-file start-up runs")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="output.dtype of the pipeline runs")
     p.add_argument("--out", type=pathlib.Path, default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
@@ -257,9 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
     setup_seconds = _prefect_first_use() if any(m.startswith("pipeline") for m in methods) else None
     for m in methods:
         print(f"  {m} on {corpus.name} ...", file=sys.stderr, flush=True)
-        runs[m] = _run(m, corpus, args.partition_seconds)
+        runs[m] = _run(m, corpus, args.partition_seconds, args.dtype)
         if not args.no_startup and m != "bare":
-            startup[m] = _run(m, small, args.partition_seconds)["process_wall_seconds"]
+            startup[m] = _run(m, small, args.partition_seconds, args.dtype)["process_wall_seconds"]
 
     table = {}
     for m, r in runs.items():
@@ -299,11 +301,12 @@ def main(argv: list[str] | None = None) -> dict:
     targets = {"e2e_w2_over_lhotse": 1.5, "e2e_w2_over_seeds": 1.8, "e2e_w2_api_over_lhotse": 1.5, "e2e_w2_api_over_seeds": 1.8,
                "e2e_w2_cluster_over_lhotse": 1.5, "e2e_w2_cluster_over_seeds": 1.8, "pipeline_w1_steady_per_core_over_bare": 0.85,
                "pipeline_w2_steady_per_core_over_bare": 0.85, "steady_w2_over_w1": 1.8, "store_bytes_ours_over_lilcom": None}
-    result = {"hours": args.hours, "corpus": str(corpus), "partition_seconds": args.partition_seconds, "table": table, "ratios": ratios,
+    result = {"hours": args.hours, "corpus": str(corpus), "partition_seconds": args.partition_seconds, "dtype": args.dtype, "table": table, "ratios": ratios,
               "targets": {k: {"target": v, "met": (ratios[k] >= v) if (v is not None and k in ratios) else None} for k, v in targets.items()},
               "runs": runs, "startup_10_files_seconds": startup, "prefect_db_first_use_seconds": setup_seconds, "threads_per_process": 1, "env": _util.env_info(),
-              "command": f"python -m bench.bench_pipeline --hours {args.hours:g} --partition-seconds {args.partition_seconds:g}"}
-    tag = f"{args.hours:g}h".replace(".", "p")
+              "command": f"python -m bench.bench_pipeline --hours {args.hours:g} --partition-seconds {args.partition_seconds:g}"
+                         + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")}
+    tag = f"{args.hours:g}h".replace(".", "p") + ("" if args.dtype == "float32" else f"-{args.dtype}")
     path = _util.save(f"pipeline-{tag}", result, args.out)
 
     print(f"{args.hours:g} h corpus ({runs[methods[0]]['files']} files), 1 BLAS thread per process, partitions {args.partition_seconds:g} s")

@@ -32,23 +32,25 @@ def _files(root: pathlib.Path) -> dict[str, bytes]:
 
 
 CASES = [
-    # shape, chunks, shards, dtype, start, rows
-    ((8192, 80), (1024, 80), (4096, 80), "float32", 4096, 3000),  # one shard, data ends mid-chunk
-    ((8192, 80), (1024, 80), (4096, 80), "float32", 0, 8192),  # two full shards
-    ((8192, 80), (1024, 80), (4096, 80), "float16", 0, 5000),  # the second shard partly filled
-    ((12288, 13), (2048, 13), (4096, 13), "float32", 4096, 100),  # one partial chunk, rest empty
-    ((64, 100, 80), (8, 100, 80), (32, 100, 80), "float32", 32, 20),  # dense (row, frame, bin)
+    # shape, chunks, shards, dtype, start, rows, shuffle
+    ((8192, 80), (1024, 80), (4096, 80), "float32", 4096, 3000, "shuffle"),  # one shard, data ends mid-chunk
+    ((8192, 80), (1024, 80), (4096, 80), "float32", 0, 8192, "shuffle"),  # two full shards
+    ((8192, 80), (1024, 80), (4096, 80), "float16", 0, 5000, "bitshuffle"),  # the second shard partly filled
+    ((8192, 80), (1024, 80), (4096, 80), "float16", 0, 4000, "shuffle"),
+    ((12288, 13), (2048, 13), (4096, 13), "float32", 4096, 100, "noshuffle"),  # one partial chunk, rest empty
+    ((64, 100, 80), (8, 100, 80), (32, 100, 80), "float32", 32, 20, "shuffle"),  # dense (row, frame, bin)
 ]
 
 
-@pytest.mark.parametrize("shape, chunks, shards, dtype, start, rows", CASES)
-def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtype, start, rows):
+@pytest.mark.parametrize("shape, chunks, shards, dtype, start, rows, shuffle", CASES)
+def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtype, start, rows, shuffle):
     rng = np.random.default_rng(rows)
     block = (rng.standard_normal((rows, *shape[1:])) * 20 - 40).astype(dtype)
     block[: min(rows, chunks[0])] = 0  # an inner chunk of fill values: zarr stores no bytes for it
     ours, theirs = tmp_path / "ours", tmp_path / "zarr"
-    a_ours = _array(ours, shape, chunks, shards, dtype)
-    a_theirs = _array(theirs, shape, chunks, shards, dtype)
+    codec = BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)
+    a_ours = _array(ours, shape, chunks, shards, dtype, compressors=codec)
+    a_theirs = _array(theirs, shape, chunks, shards, dtype, compressors=codec)
     a_theirs[start : start + rows] = block
     write_shards(StoreLocation(str(ours)), "features/x", a_ours, start, block)
     f_ours, f_theirs = _files(ours), _files(theirs)

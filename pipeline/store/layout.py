@@ -18,6 +18,10 @@ from zarr.codecs import BloscCodec
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
+# Blosc lz4 shuffle per dtype, measured on log-mel 80 (MB per audio hour, encode speed):
+# float32 byte-shuffle 86.3 (bit-shuffle 83.9, 1.7x slower to encode); float16 bit-shuffle
+# 38.9 (byte-shuffle 43.5)
+SHUFFLE = {"float32": "shuffle", "float16": "bitshuffle"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,7 @@ def ensure_feature_arrays(group: zarr.Group, layout: Layout, length: int, featur
             shards=shards,
             dtype=layout.dtype,
             fill_value=0.0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=SHUFFLE[layout.dtype]),
             dimension_names=feature_dims(layout, name),
             attributes={
                 "dtype": layout.dtype,
