@@ -253,15 +253,12 @@ def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, li
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     for name, parts in buffers.items():
         arr = group[f"features/{name}"]
-        # in the array's dtype, so a float16 store casts once, while the block is filled
-        block = np.empty((used, *arr.shape[1:]), dtype=arr.dtype)
-        if layout.mode == "dense":
-            for i, x in enumerate(parts):
-                block[i] = x
-        else:
-            np.concatenate(parts, axis=0, out=block, casting="same_kind")
+        # dense: each clip is one row of (row, frame, bin); the cast to the array's dtype
+        # (float16 stores) happens once, chunk by chunk, while the shards are encoded
+        rows = [x[None] for x in parts] if layout.mode == "dense" else list(parts)
         parts.clear()
-        write_shards(loc, f"features/{name}", arr, spec.start, block)
+        write_shards(loc, f"features/{name}", arr, spec.start, rows)
+        del rows
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """Whole-shard writes: encode a partition's shards in one pass and put each as one object.
 
 A partition owns whole shards (``Layout``), so it never needs zarr's read-modify-write path.
-``arr[a:b] = block`` spent about 0.15 s per 1800 s partition of log-mel (16% of the
-partition) in zarr's per-chunk async pipeline and copies; the Blosc encoding itself is
-0.02 s. :func:`write_shards` produces the same bytes zarr would (same codec objects,
-same index layout, same empty-chunk rule; ``tests/test_shards.py`` compares them) with
-one encode call per inner chunk and one put per shard.
+``arr[a:b] = block`` needed the partition's features concatenated into one block (a
+copy of ~60 MB per 1800 s of log-mel) and then spent about 0.15 s per partition in zarr's
+per-chunk async pipeline; the Blosc encoding itself is 0.02 s. :func:`write_shards`
+assembles each inner chunk from the per-clip arrays in one small reused buffer and
+produces the same bytes zarr would (same codec configuration, index layout and
+empty-chunk rule; ``tests/test_shards.py`` compares them), one put per shard.
 
 Arrays with any other codec chain than the one :mod:`pipeline.store.layout` creates
 (``bytes`` little-endian + one ``blosc`` inside ``sharding_indexed``, index ``bytes`` +
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -63,14 +64,15 @@ def _plan(arr) -> dict[str, Any] | None:
     }
 
 
-def encode_shard(rows: np.ndarray, plan: dict[str, Any]) -> list[bytes]:
-    """One shard's bytes, as parts to write back to back: its inner chunks Blosc-encoded, then
-    the index (offset, length per chunk; little-endian uint64) and its CRC32C.
+def encode_shard(chunks: Iterator[tuple[np.ndarray, int]], plan: dict[str, Any]) -> list[bytes]:
+    """One shard's bytes, as pieces to write back to back: its inner chunks Blosc-encoded,
+    then the index (offset and length per chunk; little-endian uint64) and its CRC32C.
 
     Parameters
     ----------
-    rows : np.ndarray [shape=(n <= shard_len, *trailing)]
-        The shard's first ``n`` rows; the rest of the shard holds the fill value.
+    chunks : yields ``(buffer, n)`` per inner chunk in order: ``buffer`` [shape=(chunk_len,
+        *trailing)] whose first ``n`` rows are data; the rest is set to the fill value here.
+        Stops early when the data ends; later chunks hold only the fill value.
     plan : from :func:`_plan`.
 
     Returns
@@ -82,25 +84,47 @@ def encode_shard(rows: np.ndarray, plan: dict[str, Any]) -> list[bytes]:
     blosc, chunk, fill = plan["encoder"], plan["chunk"], plan["fill"]
     n_chunks = plan["shard"] // chunk
     index = np.full((n_chunks, 2), MISSING, dtype="<u8")
-    parts: list[bytes] = []
+    pieces: list[bytes] = []
     offset = 0
     for k in range(n_chunks):
-        piece = rows[k * chunk : (k + 1) * chunk]
-        if piece.shape[0] < chunk:  # the chunk the data ends in (or one past it): pad with fill
-            padded = np.empty((chunk, *rows.shape[1:]), dtype=rows.dtype)
-            padded[: piece.shape[0]] = piece
-            padded[piece.shape[0] :] = fill
-            piece = padded
-        if not plan["write_empty"] and _all_fill(piece, fill):
+        got = next(chunks, None)
+        if got is None:
+            if not plan["write_empty"]:
+                break
+            buf, n = plan["empty"], 0
+        else:
+            buf, n = got
+        if n < chunk:  # the chunk the data ends in: the rest is the fill value
+            buf[n:] = fill
+        if not plan["write_empty"] and _all_fill(buf, fill):
             continue
-        data = blosc.encode(np.ascontiguousarray(piece).reshape(-1).view(np.uint8))
-        parts.append(data)
+        data = blosc.encode(buf.reshape(-1).view(np.uint8))
+        pieces.append(data)
         index[k] = (offset, len(data))
         offset += len(data)
-    if not parts:
+    if not pieces:
         return []
     index_bytes = index.tobytes()
-    return [*parts, index_bytes, google_crc32c.value(index_bytes).to_bytes(4, "little")]
+    return [*pieces, index_bytes, google_crc32c.value(index_bytes).to_bytes(4, "little")]
+
+
+def _chunks_of(parts: Sequence[np.ndarray], chunk: int, trailing: tuple[int, ...], dtype) -> Iterator[tuple[np.ndarray, int]]:
+    """Consecutive ``chunk``-row blocks of the rows of ``parts`` (concatenated along axis 0),
+    assembled in one reused buffer (cast to ``dtype`` there): ``(buffer, rows filled)``."""
+    buf = np.empty((chunk, *trailing), dtype=dtype)
+    filled = 0
+    for p in parts:
+        at = 0
+        while at < p.shape[0]:
+            take = min(chunk - filled, p.shape[0] - at)
+            buf[filled : filled + take] = p[at : at + take]
+            filled += take
+            at += take
+            if filled == chunk:
+                yield buf, chunk
+                filled = 0
+    if filled:
+        yield buf, filled
 
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -122,11 +146,13 @@ def _all_fill(x: np.ndarray, fill: np.ndarray) -> bool:
     return bool(first == fill) and bool((x == fill).all())  # the first value settles nearly every chunk
 
 
-def write_shards(loc, array_path: str, arr, start: int, block: np.ndarray) -> None:
-    """``arr[start : start + len(block)] = block`` for a region made of whole shards.
+def write_shards(loc, array_path: str, arr, start: int, parts: Sequence[np.ndarray]) -> None:
+    """``arr[start : start + n] = concatenate(parts)`` for a region made of whole shards.
 
     ``start`` must be a multiple of the shard length; the region ends at the next shard
-    boundary after the data (the rows past ``block`` are the fill value, never written).
+    boundary after the data (the rows past it are the fill value, never written). The
+    parts are never concatenated: each inner chunk is assembled in one reused buffer, so a
+    partition's features are not held twice.
 
     Parameters
     ----------
@@ -134,24 +160,30 @@ def write_shards(loc, array_path: str, arr, start: int, block: np.ndarray) -> No
     array_path : the array's path in the store, e.g. ``features/log_mel``.
     arr : the opened ``zarr.Array`` (its metadata decides the encoding).
     start : first row, shard-aligned.
-    block : np.ndarray [shape=(n_rows, *arr.shape[1:]), dtype=arr.dtype]
+    parts : arrays [shape=(n_i, *arr.shape[1:])] whose rows, in order, fill the region; any
+        real dtype (cast to ``arr.dtype`` as zarr would).
     """
     plan = _plan(arr)
-    if plan is None or start % plan["shard"] or block.dtype != arr.dtype or block.shape[1:] != arr.shape[1:]:
+    trailing = tuple(arr.shape[1:])
+    if plan is None or start % plan["shard"] or any(tuple(p.shape[1:]) != trailing for p in parts):
+        block = np.concatenate(parts, axis=0).astype(arr.dtype, copy=False) if parts else np.zeros((0, *trailing), arr.dtype)
         arr[start : start + block.shape[0]] = block
         return
     import numcodecs.blosc
 
+    n = sum(p.shape[0] for p in parts)
     shard = plan["shard"]
+    plan["empty"] = np.full((plan["chunk"], *trailing), plan["fill"], dtype=arr.dtype)
+    chunks = _chunks_of(parts, plan["chunk"], trailing, arr.dtype)
     fs, root = loc.fs_root()
     threads, numcodecs.blosc.use_threads = numcodecs.blosc.use_threads, False  # one core per task, as zarr's own path
     try:
-        for first in range(0, block.shape[0], shard):
-            parts = encode_shard(block[first : first + shard], plan)
+        for first in range(0, n, shard):
+            pieces = encode_shard(chunks, plan)
             coords = ((start + first) // shard,) + (0,) * (plan["ndim"] - 1)
             path = f"{root}/{array_path}/{plan['key'](coords)}"
-            if parts:
-                _put(fs, path, parts, loc.remote)
+            if pieces:
+                _put(fs, path, pieces, loc.remote)
             else:
                 _remove(fs, path, loc.remote)
     finally:
