@@ -103,7 +103,10 @@ class LocalApiServer:
             if self.proc.poll() is not None:
                 self._log.seek(0)
                 err = self._log.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(f"the local Prefect API exited with code {self.proc.returncode} while starting: {err}")
+                raise RuntimeError(
+                    f"the local Prefect API exited with code {self.proc.returncode} while starting; set PREFECT_API_URL "
+                    f"to a running server (`prefect server start`), or fix the cause in its output: {err}"
+                )
             try:
                 with _DIRECT.open(f"{self.url}/health", timeout=2) as r:
                     if r.status == 200:
@@ -112,7 +115,10 @@ class LocalApiServer:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the local Prefect API did not answer on {self.url} within {timeout:.0f} s")
+        raise RuntimeError(
+            f"the local Prefect API did not answer on {self.url} within {timeout:.0f} s; "
+            "set PREFECT_API_URL to a running server (`prefect server start`)"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
