@@ -10,7 +10,8 @@ scheduler address no cluster is started.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flows.server import prefect_api
 
@@ -41,7 +42,8 @@ def local_runtime(
 
             ex = load_catalog(catalog_path).catalog.execution
             w, t, chosen["scheduler"] = w or ex.workers, t or ex.threads_per_worker, chosen["scheduler"] or ex.scheduler
-        from flows.prepare import local_cluster_kwargs  # Prefect, Dask, the task code: seconds of imports
+        # Prefect, Dask and the task code: seconds of imports, paid while the API boots
+        from flows.prepare import local_cluster_kwargs
 
         if chosen["scheduler"]:
             return

@@ -11,7 +11,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # quiet: local servers must not try to reach the internet (field-notes.md)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -45,7 +46,11 @@ def prefect_api(while_starting: Callable[[str], Any] | None = None) -> Iterator[
                 while_starting(url)
         finally:
             server.wait_ready()
-        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+            temporary_settings,
+        )
 
         # Flow heartbeats feed the server's crash detection, a service this run-scoped server
         # does not run; their thread costs each flow up to 1 s at exit.

@@ -25,5 +25,6 @@ def warm(sample_rate: int = 16000) -> None:
     build_feature_set(FeaturesConfig(), sample_rate).compute(np.zeros(sample_rate, dtype=np.float32))
 
 
-def dask_setup(worker=None) -> None:  # noqa: ARG001 - Dask's preload hook signature
+def dask_setup(worker=None) -> None:
+    """Dask's preload hook (called with the worker, which the warm-up does not need)."""
     warm()
