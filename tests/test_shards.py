@@ -56,7 +56,7 @@ def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtyp
     cuts = sorted({0, rows, *np.random.default_rng(1).integers(0, rows, size=7).tolist()})
     # float16 stores receive float32 features, as from FeatureSet.compute, and cast them
     src = block.astype(np.float32) if dtype == "float16" else block
-    write_shards(StoreLocation(str(ours)), "features/x", a_ours, start, [src[a:b] for a, b in zip(cuts, cuts[1:])])
+    write_shards(StoreLocation(str(ours)), a_ours, start, [src[a:b] for a, b in zip(cuts, cuts[1:])])
     f_ours, f_theirs = _files(ours), _files(theirs)
     assert sorted(f_ours) == sorted(f_theirs) and f_ours
     for key in f_theirs:
@@ -69,9 +69,9 @@ def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtyp
 def test_a_shard_of_only_fill_values_is_not_written_and_a_stale_one_is_removed(tmp_path):
     a = _array(tmp_path, (8192, 8), (1024, 8), (4096, 8), "float32")
     loc = StoreLocation(str(tmp_path))
-    write_shards(loc, "features/x", a, 4096, [np.ones((4096, 8), np.float32)])
+    write_shards(loc, a, 4096, [np.ones((4096, 8), np.float32)])
     assert [k for k in _files(tmp_path) if "/c/" in k] == ["features/x/c/1/0"]
-    write_shards(loc, "features/x", a, 4096, [np.zeros((4096, 8), np.float32)])  # a retry that computed nothing but fill
+    write_shards(loc, a, 4096, [np.zeros((4096, 8), np.float32)])  # a retry that computed nothing but fill
     assert [k for k in _files(tmp_path) if "/c/" in k] == []
     assert not zarr.open_array(str(tmp_path / "features" / "x"), mode="r")[:].any()
 
@@ -79,10 +79,10 @@ def test_a_shard_of_only_fill_values_is_not_written_and_a_stale_one_is_removed(t
 def test_other_codec_chains_and_unaligned_regions_fall_back_to_zarr(tmp_path):
     block = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
     a = _array(tmp_path / "zstd", (8192, 4), (1024, 4), (4096, 4), "float32", compressors=ZstdCodec(level=3))
-    write_shards(StoreLocation(str(tmp_path / "zstd")), "features/x", a, 0, [block[:1000], block[1000:]])
+    write_shards(StoreLocation(str(tmp_path / "zstd")), a, 0, [block[:1000], block[1000:]])
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "zstd" / "features" / "x"))[:3000], block)
     b = _array(tmp_path / "unaligned", (8192, 4), (1024, 4), (4096, 4), "float32")
-    write_shards(StoreLocation(str(tmp_path / "unaligned")), "features/x", b, 1024, [block])  # not on a shard boundary
+    write_shards(StoreLocation(str(tmp_path / "unaligned")), b, 1024, [block])  # not on a shard boundary
     back = zarr.open_array(str(tmp_path / "unaligned" / "features" / "x"))
     np.testing.assert_array_equal(back[1024:4024], block)
     assert not back[:1024].any()

@@ -174,7 +174,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     if _FAULT_DELAY_SECONDS:
         time.sleep(_FAULT_DELAY_SECONDS)
     if cursor:
-        _write_region(loc, spec, buffers, layout, cursor)
+        _write_region(loc, spec, buffers, layout)
     buffers.clear()
 
     manifest = {
@@ -247,7 +247,7 @@ def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fs
     return out
 
 
-def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]], layout, used: int) -> None:
+def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]], layout) -> None:
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
@@ -257,7 +257,7 @@ def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, li
         # (float16 stores) happens once, chunk by chunk, while the shards are encoded
         rows = [x[None] for x in parts] if layout.mode == "dense" else list(parts)
         parts.clear()
-        write_shards(loc, f"features/{name}", arr, spec.start, rows)
+        write_shards(loc, arr, spec.start, rows)
         del rows
 
 

@@ -10,7 +10,7 @@ empty-chunk rule; ``tests/test_shards.py`` compares them), one put per shard.
 
 Arrays with any other codec chain than the one :mod:`pipeline.store.layout` creates
 (``bytes`` little-endian + one ``blosc`` inside ``sharding_indexed``, index ``bytes`` +
-``crc32c`` at the end) fall back to ``arr[...] = block``.
+``crc32c`` at the end, empty chunks not written) fall back to ``arr[...] = block``.
 """
 
 from __future__ import annotations
@@ -51,15 +51,17 @@ def _plan(arr) -> dict[str, Any] | None:
         return None
     shard_shape = tuple(meta.chunk_grid.chunk_shape)
     chunk_shape = tuple(sharding.chunk_shape)
-    # only axis 0 is split: every trailing axis is one whole chunk (pipeline.store.layout)
+    # only axis 0 is split: every trailing axis is one whole chunk (pipeline.store.layout);
+    # all-fill chunks are skipped, as zarr does by default
     if shard_shape[1:] != tuple(arr.shape[1:]) or chunk_shape[1:] != shard_shape[1:] or shard_shape[0] % chunk_shape[0]:
+        return None
+    if arr.config.write_empty_chunks:
         return None
     return {
         "shard": shard_shape[0],
         "chunk": chunk_shape[0],
         "encoder": _encoder(inner[1]),
         "fill": np.asarray(meta.fill_value, dtype=arr.dtype),
-        "write_empty": bool(arr.config.write_empty_chunks),
         "key": meta.chunk_key_encoding.encode_chunk_key,
         "ndim": arr.ndim,
     }
@@ -89,15 +91,12 @@ def encode_shard(chunks: Iterator[tuple[np.ndarray, int]], plan: dict[str, Any])
     offset = 0
     for k in range(n_chunks):
         got = next(chunks, None)
-        if got is None:
-            if not plan["write_empty"]:
-                break
-            buf, n = plan["empty"], 0
-        else:
-            buf, n = got
+        if got is None:  # the data has ended: the remaining chunks stay empty
+            break
+        buf, n = got
         if n < chunk:  # the chunk the data ends in: the rest is the fill value
             buf[n:] = fill
-        if not plan["write_empty"] and _all_fill(buf, fill):
+        if _all_fill(buf, fill):
             continue
         data = blosc.encode(buf.reshape(-1).view(np.uint8))
         pieces.append(data)
@@ -147,7 +146,7 @@ def _all_fill(x: np.ndarray, fill: np.ndarray) -> bool:
     return bool(first == fill) and bool((x == fill).all())  # the first value settles nearly every chunk
 
 
-def write_shards(loc, array_path: str, arr, start: int, parts: Sequence[np.ndarray]) -> None:
+def write_shards(loc, arr, start: int, parts: Sequence[np.ndarray]) -> None:
     """``arr[start : start + n] = concatenate(parts)`` for a region made of whole shards.
 
     ``start`` must be a multiple of the shard length; the region ends at the next shard
@@ -157,9 +156,8 @@ def write_shards(loc, array_path: str, arr, start: int, parts: Sequence[np.ndarr
 
     Parameters
     ----------
-    loc : StoreLocation of the store.
-    array_path : the array's path in the store, e.g. ``features/log_mel``.
-    arr : the opened ``zarr.Array`` (its metadata decides the encoding).
+    loc : StoreLocation of the store ``arr`` belongs to.
+    arr : the opened ``zarr.Array`` (its metadata decides the encoding, its path the keys).
     start : first row, shard-aligned.
     parts : arrays [shape=(n_i, *arr.shape[1:])] whose rows, in order, fill the region; any
         real dtype (cast to ``arr.dtype`` as zarr would).
@@ -174,7 +172,6 @@ def write_shards(loc, array_path: str, arr, start: int, parts: Sequence[np.ndarr
 
     n = sum(p.shape[0] for p in parts)
     shard = plan["shard"]
-    plan["empty"] = np.full((plan["chunk"], *trailing), plan["fill"], dtype=arr.dtype)
     chunks = _chunks_of(parts, plan["chunk"], trailing, arr.dtype)
     fs, root = loc.fs_root()
     threads, numcodecs.blosc.use_threads = numcodecs.blosc.use_threads, False  # one core per task, as zarr's own path
@@ -182,7 +179,7 @@ def write_shards(loc, array_path: str, arr, start: int, parts: Sequence[np.ndarr
         for first in range(0, n, shard):
             pieces = encode_shard(chunks, plan)
             coords = ((start + first) // shard,) + (0,) * (plan["ndim"] - 1)
-            path = f"{root}/{array_path}/{plan['key'](coords)}"
+            path = f"{root}/{arr.path}/{plan['key'](coords)}"
             if pieces:
                 _put(fs, path, pieces, loc.remote)
             else:
