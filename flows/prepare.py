@@ -46,9 +46,6 @@ class Packed:
     def __init__(self, value: Any):
         self.value = value
 
-    def __reduce__(self):
-        return (Packed, (self.value,))
-
 
 @task(name="discover-sources", **TASK_OPTS)
 def discover_task(loaded):

@@ -41,11 +41,9 @@ def prefect_api(while_starting: Callable[[str], Any] | None = None) -> Iterator[
     url = server.start()
     os.environ["PREFECT_API_URL"] = url
     try:
-        try:
-            if while_starting:
-                while_starting(url)
-        finally:
-            server.wait_ready()
+        if while_starting:
+            while_starting(url)
+        server.wait_ready()
         from prefect.settings import (
             PREFECT_API_URL,
             PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
