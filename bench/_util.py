@@ -140,6 +140,15 @@ class RssSampler:
         }
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class ExternalCluster:
     """``dask scheduler`` + N ``dask worker`` processes (1 thread each, warm-up preload): a cluster
     that already exists when a run starts. ``address`` once entered."""
@@ -148,14 +157,10 @@ class ExternalCluster:
         self.n_workers, self.env, self.procs, self.address = n_workers, env, [], ""
 
     def __enter__(self) -> ExternalCluster:
-        import socket
-
         from distributed import Client
 
         dask = str(pathlib.Path(sys.executable).parent / "dask")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env, cwd=pathlib.Path(__file__).parent.parent)
         self.procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], **quiet))
@@ -235,15 +240,24 @@ def run_child(args: list[str], *, env: dict[str, str] | None = None, timeout: fl
     return out
 
 
+def versions(*names: str) -> dict[str, str | None]:
+    """Installed versions of distributions (None when absent), read without importing them."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
 def env_info() -> dict[str, Any]:
     import numpy as np
 
     info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(), "cpus": os.cpu_count()}
-    for mod in ("librosa", "zarr", "dask", "prefect", "lhotse", "torch"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            info[mod] = None
+    info.update(versions("librosa", "zarr", "dask", "prefect", "lhotse", "torch"))
     try:
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:

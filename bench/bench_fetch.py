@@ -27,7 +27,6 @@ import json
 import os
 import pathlib
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,14 +37,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from bench import _util
+
 RESULTS = pathlib.Path(__file__).parent / "results" / "fetch.json"
 BUCKET = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -53,7 +48,7 @@ def moto_process() -> Iterator[str]:
     """A moto server in a child process; yields its endpoint URL."""
     import urllib.request
 
-    port = _free_port()
+    port = _util.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -223,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
-            **_versions("s3fs", "fsspec", "aiobotocore", "moto"),
+            **_util.versions("s3fs", "fsspec", "aiobotocore", "moto"),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,18 +232,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(f"wrote {args.out}")
     return result
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 if __name__ == "__main__":
