@@ -141,9 +141,18 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
             states = client.run(warm_state)
             assert len(states) == 2
             assert all(mods == ["numba", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states
-            summary = prepare(str(cat), scheduler=rt["scheduler"], report=False)
-            assert summary["examples"] == 32
-            # the partitions ran on this cluster's workers: warm-up made one FeatureSet call, each partition another
+
+            def origin():
+                import os
+
+                import psutil
+                from prefect.settings import get_current_settings
+
+                # forked from the warm fork server, yet with this run's API (read after the fork)
+                return " ".join(psutil.Process().parent().cmdline()), os.environ.get("PREFECT_API_URL"), get_current_settings().api.url
+
+            for parent, env_url, settings_url in client.run(origin).values():
+                assert "multiprocessing.forkserver" in parent and env_url == settings_url == api, (parent, env_url, settings_url)
 
             def calls():
                 from pipeline.features import build_feature_set
@@ -151,7 +160,11 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
                 info = build_feature_set.cache_info()
                 return info.hits + info.misses
 
-            assert sum(client.run(calls).values()) == 2 + summary["partitions"]
+            before = sum(client.run(calls).values())
+            summary = prepare(str(cat), scheduler=rt["scheduler"], report=False)
+            assert summary["examples"] == 32
+            # the partitions ran on this cluster's workers: each partition made one FeatureSet call
+            assert sum(client.run(calls).values()) == before + summary["partitions"]
     with pytest.raises(OSError):
         with Client(rt["scheduler"], timeout=2):
             pass

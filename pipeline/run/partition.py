@@ -32,8 +32,11 @@ from pipeline.store.location import StoreLocation
 from pipeline.store.shards import write_shards
 
 MANIFEST_DIR = "_partitions"
-# fault-injection tests widen the window between compute and commit to kill a process in it
-_FAULT_DELAY_SECONDS = float(os.environ.get("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS", "0") or 0)
+
+def _fault_delay_seconds() -> float:
+    """Fault-injection tests widen the window between compute and commit to kill a process in
+    it. Read per call: workers forked from a warm server imported this module long before."""
+    return float(os.environ.get("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS", "0") or 0)
 
 
 def manifest_path(partition_id: str) -> str:
@@ -171,8 +174,9 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             )
             cursor += span
 
-    if _FAULT_DELAY_SECONDS:
-        time.sleep(_FAULT_DELAY_SECONDS)
+    delay = _fault_delay_seconds()
+    if delay:
+        time.sleep(delay)
     if cursor:
         _write_region(loc, spec, buffers, layout)
     buffers.clear()
