@@ -162,7 +162,9 @@ class ExternalCluster:
         dask = str(pathlib.Path(sys.executable).parent / "dask")
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
-        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env, cwd=pathlib.Path(__file__).parent.parent)
+        # the worker settings deploy/ recommends: no statistical profiler
+        env = {**self.env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=pathlib.Path(__file__).parent.parent)
         self.procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], **quiet))
         for _ in range(self.n_workers):
             self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",

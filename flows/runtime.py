@@ -42,6 +42,10 @@ def local_runtime(
 
             ex = load_catalog(catalog_path).catalog.execution
             w, t, chosen["scheduler"] = w or ex.workers, t or ex.threads_per_worker, chosen["scheduler"] or ex.scheduler
+        if not chosen["scheduler"]:
+            from pipeline.run.warmup import use_forkserver
+
+            use_forkserver()  # the workers' fork server warms up while this process imports
         # Prefect, Dask and the task code: seconds of imports, paid while the API boots
         from flows.prepare import local_cluster_kwargs
 
