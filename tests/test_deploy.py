@@ -314,6 +314,8 @@ def test_compose_wires_prefect_dask_and_minio():
     worker, flow = services["worker"], services["flow"]
     assert worker["command"].startswith("dask worker tcp://scheduler:8786")
     assert _preloads(worker["command"].split()) == ["flows.prepare", "pipeline.run.warmup"]
+    assert _preloads(services["scheduler"]["command"].split()) == ["flows.prepare"]
+    assert worker["environment"]["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
     assert worker["deploy"]["replicas"] >= 2
     assert flow["command"] == "audioprep run catalog.yaml --scheduler tcp://scheduler:8786"
     # the flow and every Dask worker report to the compose Prefect server
@@ -345,11 +347,13 @@ def test_daskcluster_and_prefect_worker():
     [scheduler] = spec["scheduler"]["spec"]["containers"]
     assert worker["args"][:2] == ["dask", "worker"] and scheduler["args"][:2] == ["dask", "scheduler"]
     assert _preloads(worker["args"]) == ["flows.prepare", "pipeline.run.warmup"]
+    assert _preloads(scheduler["args"]) == ["flows.prepare"]
     assert spec["worker"]["replicas"] >= 1
     assert {p["port"] for p in spec["scheduler"]["service"]["ports"]} == {8786, 8787}
     env = {c["metadata"]["name"]: c["data"] for c in k8s_objects("ConfigMap")}["audioprep-env"]
     # the operator names the scheduler Service <cluster>-scheduler
     assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{cluster['metadata']['name']}-scheduler:8786"
+    assert env["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
     assert env["PREFECT_API_URL"].startswith("http://prefect-server:4200")
     assert {"configMapRef": {"name": "audioprep-env"}} in worker["envFrom"], "Dask workers must report to the same Prefect API"
 

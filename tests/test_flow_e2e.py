@@ -148,11 +148,16 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
                 import psutil
                 from prefect.settings import get_current_settings
 
-                # forked from the warm fork server, yet with this run's API (read after the fork)
-                return " ".join(psutil.Process().parent().cmdline()), os.environ.get("PREFECT_API_URL"), get_current_settings().api.url
+                import dask
 
-            for parent, env_url, settings_url in client.run(origin).values():
+                # forked from the warm fork server, yet with this run's API (read after the fork);
+                # Dask's statistical profiler off
+                return (" ".join(psutil.Process().parent().cmdline()), os.environ.get("PREFECT_API_URL"), get_current_settings().api.url,
+                        dask.config.get("distributed.worker.profile.enabled"))
+
+            for parent, env_url, settings_url, profiling in client.run(origin).values():
                 assert "multiprocessing.forkserver" in parent and env_url == settings_url == api, (parent, env_url, settings_url)
+                assert profiling is False
 
             def calls():
                 from pipeline.features import build_feature_set
