@@ -54,13 +54,16 @@ def set_one_thread() -> None:
         pass
 
 
-def _role(cmdline: list[str]) -> str:
+def _role(cmdline: list[str], forked: bool = False) -> str:
+    """``forked``: the process's parent is not the sampling process (a fork server's child)."""
     s = " ".join(cmdline)
     if "uvicorn" in s or "prefect" in s and "server" in s:
         return "prefect_server"
     if "resource_tracker" in s or "semaphore_tracker" in s:
         return "tracker"
-    return "worker"  # Dask nanny workers (spawn), lhotse's process pool (fork)
+    if "multiprocessing.forkserver" in s and not forked:
+        return "forkserver"  # the embedded cluster forks its workers from it (they keep its cmdline)
+    return "worker"  # Dask workers (forked or spawned), lhotse's process pool (fork)
 
 
 class RssSampler:
@@ -109,7 +112,7 @@ class RssSampler:
                 t = p.cpu_times()
                 self.cpu[p.pid] = t.user + t.system
                 if p.pid not in self.roles:
-                    self.roles[p.pid] = "driver" if p.pid == self.me.pid else _role(p.cmdline())
+                    self.roles[p.pid] = "driver" if p.pid == self.me.pid else _role(p.cmdline(), forked=p.ppid() != self.me.pid)
             except ps.Error:
                 continue
             self.peaks[p.pid] = max(self.peaks.get(p.pid, 0.0), rss)

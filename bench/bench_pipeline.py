@@ -41,6 +41,7 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import sys
 import time
 
@@ -223,6 +224,49 @@ def _prefect_first_use() -> float:
     return _util.run_child(["-c", code], env=env)["process_wall_seconds"]
 
 
+def _table(runs: dict[str, dict], startup: dict[str, float]) -> dict[str, dict]:
+    table = {}
+    for m, r in runs.items():
+        xrt = r["audio_seconds"] / r["process_wall_seconds"]
+        table[m] = {
+            "x_realtime": xrt,
+            "x_realtime_per_core": xrt / r["processes"],
+            "steady_x_realtime": r.get("steady_x_realtime"),
+            "steady_x_realtime_per_core": (r["steady_x_realtime"] / r["processes"]) if r.get("steady_x_realtime") else None,
+            "startup_10_files_seconds": startup.get(m),
+            "driver_peak_mb": r["driver_peak_mb"],
+            "worker_peak_mb": r["worker_peak_mb"],
+            "output_bytes_per_audio_hour": (r["output_bytes"] * 3600 / r["audio_seconds"]) if r.get("output_bytes") else None,
+        }
+    return table
+
+
+def _ratios(t: dict[str, dict], runs: dict[str, dict]) -> dict[str, float]:
+    """The target ratios of one round (``t`` its table, ``runs`` its raw results)."""
+    ratios = {}
+    for variant in ("pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
+        if variant not in t:
+            continue
+        suffix = variant.removeprefix("pipeline_w2")
+        if "lhotse" in t:
+            ratios[f"e2e_w2{suffix}_over_lhotse"] = t[variant]["x_realtime"] / t["lhotse"]["x_realtime"]
+        if "seeds" in t:
+            ratios[f"e2e_w2{suffix}_over_seeds"] = t[variant]["x_realtime"] / t["seeds"]["x_realtime"]
+    if "pipeline_w2" in t:
+        if "lhotse" in t and runs["pipeline_w2"].get("features_bytes"):
+            ours = runs["pipeline_w2"]["features_bytes"] * 3600 / runs["pipeline_w2"]["audio_seconds"]
+            ratios["store_bytes_ours_over_lilcom"] = ours / t["lhotse"]["output_bytes_per_audio_hour"]
+        if "pipeline_w1" in t and t["pipeline_w1"]["steady_x_realtime"] and t["pipeline_w2"]["steady_x_realtime"]:
+            ratios["steady_w2_over_w1"] = t["pipeline_w2"]["steady_x_realtime"] / t["pipeline_w1"]["steady_x_realtime"]
+    if "bare" in t:
+        bare = runs["bare"]["steady_x_realtime"]
+        for w in ("pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
+            if w in t and t[w]["steady_x_realtime_per_core"]:
+                ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
+                ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, default=_util.env_float("AUDIOPREP_BENCH_HOURS", 1.0))
@@ -230,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip", default=os.environ.get("AUDIOPREP_BENCH_SKIP", ""), help="comma-separated methods to skip")
     p.add_argument("--no-startup", action="store_true", help="skip the 10-file start-up runs")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="output.dtype of the pipeline runs")
+    p.add_argument("--repeat", type=int, default=_util.env_int("AUDIOPREP_BENCH_REPEAT", 1),
+                   help="rounds of every method; ratios are per round, their median is reported")
     p.add_argument("--out", type=pathlib.Path, default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
@@ -254,58 +300,35 @@ def main(argv: list[str] | None = None) -> dict:
         skip.add("lhotse")
     methods = [m for m in methods if m not in skip]
 
-    runs: dict[str, dict] = {}
     startup: dict[str, float] = {}
     setup_seconds = _prefect_first_use() if any(m.startswith("pipeline") for m in methods) else None
-    for m in methods:
-        print(f"  {m} on {corpus.name} ...", file=sys.stderr, flush=True)
-        runs[m] = _run(m, corpus, args.partition_seconds, args.dtype)
-        if not args.no_startup and m != "bare":
-            startup[m] = _run(m, small, args.partition_seconds, args.dtype)["process_wall_seconds"]
-
-    table = {}
-    for m, r in runs.items():
-        xrt = r["audio_seconds"] / r["process_wall_seconds"]
-        table[m] = {
-            "x_realtime": xrt,
-            "x_realtime_per_core": xrt / r["processes"],
-            "steady_x_realtime": r.get("steady_x_realtime"),
-            "steady_x_realtime_per_core": (r["steady_x_realtime"] / r["processes"]) if r.get("steady_x_realtime") else None,
-            "startup_10_files_seconds": startup.get(m),
-            "driver_peak_mb": r["driver_peak_mb"],
-            "worker_peak_mb": r["worker_peak_mb"],
-            "output_bytes_per_audio_hour": (r["output_bytes"] * 3600 / r["audio_seconds"]) if r.get("output_bytes") else None,
-        }
-    ratios = {}
-    t = table
-    for variant in ("pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
-        if variant not in t:
-            continue
-        suffix = variant.removeprefix("pipeline_w2")
-        if "lhotse" in t:
-            ratios[f"e2e_w2{suffix}_over_lhotse"] = t[variant]["x_realtime"] / t["lhotse"]["x_realtime"]
-        if "seeds" in t:
-            ratios[f"e2e_w2{suffix}_over_seeds"] = t[variant]["x_realtime"] / t["seeds"]["x_realtime"]
-    if "pipeline_w2" in t:
-        if "lhotse" in t and runs["pipeline_w2"].get("features_bytes"):
-            ours = runs["pipeline_w2"]["features_bytes"] * 3600 / runs["pipeline_w2"]["audio_seconds"]
-            ratios["store_bytes_ours_over_lilcom"] = ours / t["lhotse"]["output_bytes_per_audio_hour"]
-        if "pipeline_w1" in t and t["pipeline_w1"]["steady_x_realtime"] and t["pipeline_w2"]["steady_x_realtime"]:
-            ratios["steady_w2_over_w1"] = t["pipeline_w2"]["steady_x_realtime"] / t["pipeline_w1"]["steady_x_realtime"]
-    if "bare" in t:
-        bare = runs["bare"]["steady_x_realtime"]
-        for w in ("pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
-            if w in t and t[w]["steady_x_realtime_per_core"]:
-                ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
-                ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
+    # rounds of every method back to back: each ratio is taken within a round, and the median
+    # over rounds is reported (the machine is shared; one round can catch a busy neighbour)
+    rounds: list[dict[str, dict]] = []
+    for rep in range(args.repeat):
+        runs: dict[str, dict] = {}
+        for m in methods:
+            print(f"  round {rep + 1}/{args.repeat}: {m} on {corpus.name} ...", file=sys.stderr, flush=True)
+            runs[m] = _run(m, corpus, args.partition_seconds, args.dtype)
+            if rep == 0 and not args.no_startup and m != "bare":
+                startup[m] = _run(m, small, args.partition_seconds, args.dtype)["process_wall_seconds"]
+        rounds.append(runs)
+    ratio_rounds = [_ratios(_table(r, startup), r) for r in rounds]
+    ratios = {k: statistics.median(rr[k] for rr in ratio_rounds if k in rr) for k in ratio_rounds[0]}
+    # the table shows, per method, its run of median x-realtime
+    runs = {m: sorted((r[m] for r in rounds), key=lambda r: r["audio_seconds"] / r["process_wall_seconds"])[len(rounds) // 2] for m in methods}
+    table = _table(runs, startup)
     targets = {"e2e_w2_over_lhotse": 1.5, "e2e_w2_over_seeds": 1.8, "e2e_w2_api_over_lhotse": 1.5, "e2e_w2_api_over_seeds": 1.8,
                "e2e_w2_cluster_over_lhotse": 1.5, "e2e_w2_cluster_over_seeds": 1.8, "pipeline_w1_steady_per_core_over_bare": 0.85,
                "pipeline_w2_steady_per_core_over_bare": 0.85, "steady_w2_over_w1": 1.8, "store_bytes_ours_over_lilcom": None}
     result = {"hours": args.hours, "corpus": str(corpus), "partition_seconds": args.partition_seconds, "dtype": args.dtype, "table": table, "ratios": ratios,
               "targets": {k: {"target": v, "met": (ratios[k] >= v) if (v is not None and k in ratios) else None} for k, v in targets.items()},
-              "runs": runs, "startup_10_files_seconds": startup, "prefect_db_first_use_seconds": setup_seconds, "threads_per_process": 1, "env": _util.env_info(),
+              "runs": runs, "repeat": args.repeat, "ratios_by_round": ratio_rounds,
+              "x_realtime_by_round": [{m: r["audio_seconds"] / r["process_wall_seconds"] for m, r in rnd.items()} for rnd in rounds],
+              "steady_x_realtime_by_round": [{m: r.get("steady_x_realtime") for m, r in rnd.items()} for rnd in rounds],
+              "startup_10_files_seconds": startup, "prefect_db_first_use_seconds": setup_seconds, "threads_per_process": 1, "env": _util.env_info(),
               "command": f"python -m bench.bench_pipeline --hours {args.hours:g} --partition-seconds {args.partition_seconds:g}"
-                         + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")}
+                         + (f" --dtype {args.dtype}" if args.dtype != "float32" else "") + (f" --repeat {args.repeat}" if args.repeat > 1 else "")}
     tag = f"{args.hours:g}h".replace(".", "p") + ("" if args.dtype == "float32" else f"-{args.dtype}")
     path = _util.save(f"pipeline-{tag}", result, args.out)
 
@@ -319,7 +342,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{f(r['worker_peak_mb'], '8.0f')}{f(mbh, '8.1f')}")
     for k, v in ratios.items():
         tg = targets.get(k)
-        print(f"  {k} = {v:.2f}" + (f" (target >= {tg}: {'met' if v >= tg else 'NOT met'})" if tg else ""))
+        per_round = ", ".join(f"{rr[k]:.2f}" for rr in ratio_rounds if k in rr) if len(ratio_rounds) > 1 else ""
+        print(f"  {k} = {v:.2f}" + (f" (target >= {tg}: {'met' if v >= tg else 'NOT met'})" if tg else "") + (f"  rounds: {per_round}" if per_round else ""))
     print(f"wrote {path}")
     return result
 

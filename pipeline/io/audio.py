@@ -151,5 +151,6 @@ def fix_length(y: np.ndarray, n_samples: int, crop: str, rng: np.random.Generato
 
 
 def peak_dbfs(y: np.ndarray) -> float:
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    # max and -min: no |y| temporary (a NaN still propagates, from y.max())
+    peak = max(float(y.max()), -float(y.min())) if y.size else 0.0
     return -np.inf if peak == 0 else 20.0 * np.log10(peak)
