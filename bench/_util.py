@@ -140,6 +140,7 @@ class RssSampler:
             "workers_peak_mb": workers,
             "cpu_seconds_by_role": self.cpu_by_role(),
             "prefect_server_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "prefect_server"), default=None),
+            "forkserver_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "forkserver"), default=None),
         }
 
 
