@@ -86,3 +86,21 @@ def test_other_codec_chains_and_unaligned_regions_fall_back_to_zarr(tmp_path):
     back = zarr.open_array(str(tmp_path / "unaligned" / "features" / "x"))
     np.testing.assert_array_equal(back[1024:4024], block)
     assert not back[:1024].any()
+
+
+def test_shard_sync_skips_files_that_cannot_sync_and_raises_real_errors(tmp_path):
+    from pipeline.store.shards import _sync_and_drop
+
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x" * 4096)
+        f.flush()
+        _sync_and_drop(f.fileno())  # a regular file: synced, pages dropped
+    assert (tmp_path / "f").read_bytes() == b"x" * 4096
+    r, w = os.pipe()
+    try:
+        _sync_and_drop(w)  # a pipe cannot be synced (EINVAL): nothing to make durable
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(OSError):
+        _sync_and_drop(w)  # a closed descriptor (EBADF) is a real error
