@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -18,9 +17,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.utilities.annotations import quote
-from prefect_dask import DaskTaskRunner
 
 from flows import hooks
+from flows.dask_runner import KeyedDaskTaskRunner
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
@@ -108,38 +107,12 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
     }
 
 
-class KeyedDaskTaskRunner(DaskTaskRunner):
-    """prefect-dask's runner, submitting each task run under its own key (``name-uuid``).
-
-    Without a key, Dask hashes the whole submission (the task, its arguments and Prefect's
-    serialized context) to name it: about 34 ms of the flow process's CPU per partition,
-    paid while the first partitions run. A task run is never pure, so hashing buys nothing;
-    the key also names the task run in the Dask dashboard.
-    """
-
-    def submit(self, task, parameters, wait_for=None, dependencies=None):
-        if not self._started:
-            raise RuntimeError("The task runner must be started before submitting work.")
-        from prefect_dask.task_runners import PrefectDaskFuture
-
-        future = self.client.submit(
-            task,
-            key=f"{task.name}-{uuid.uuid4().hex}",
-            pure=False,
-            parameters=self._optimize_futures(parameters),
-            wait_for=self._optimize_futures(wait_for) if wait_for else None,
-            dependencies=dependencies,
-            return_type="state",
-        )
-        return PrefectDaskFuture(wrapped_future=future, task_run_id=future.task_run_id)
-
-
 def _profile_enabled() -> bool:
     value = os.environ.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "")
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> DaskTaskRunner:
+def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> KeyedDaskTaskRunner:
     """An existing scheduler, or an embedded LocalCluster of worker processes."""
     if scheduler:
         return KeyedDaskTaskRunner(address=scheduler)
