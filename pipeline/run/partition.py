@@ -44,6 +44,9 @@ def manifest_path(partition_id: str) -> str:
 
 
 def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
+    """The task's small result. ``finished_unix`` is when the worker finished it (progress
+    and benchmarks time partitions by it, not by when the flow gets around to the result);
+    it is not part of the manifest, so stores stay identical across runs."""
     return {
         "partition_id": manifest["partition_id"],
         "index": manifest["index"],
@@ -53,6 +56,7 @@ def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
         "audio_seconds": manifest["audio_seconds"],
         "compute_seconds": manifest["compute_seconds"],
         "skipped": skipped,
+        "finished_unix": time.time(),
     }
 
 
