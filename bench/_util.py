@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from flows.server import free_port  # noqa: F401 - the benchmarks' one free-port helper
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -143,14 +145,6 @@ class RssSampler:
             "forkserver_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "forkserver"), default=None),
         }
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ExternalCluster:

@@ -61,7 +61,7 @@ class KeyedDaskTaskRunner(DaskTaskRunner):
         key = (id(current.settings), id(current.profile))
         if key not in memos:
             memos.clear()  # a new flow run's settings: the old form is never sent again
-            memos[key] = (current, {})
+            memos[key] = (current, {})  # holding the context keeps its ids from being reused
         ctx = MemoSettingsContext(profile=current.profile, settings=current.settings)
         ctx._memo = memos[key][1]
         return ctx

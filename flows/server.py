@@ -83,7 +83,7 @@ class LocalApiServer:
 
         # where the prefect package lives (uvicorn's --app-dir), without importing it
         app_dir = os.path.dirname(list(importlib.util.find_spec("prefect").submodule_search_locations)[0])
-        self.port = _free_port()
+        self.port = free_port()
         self._log = tempfile.TemporaryFile()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         self.proc = subprocess.Popen(
@@ -136,7 +136,8 @@ class LocalApiServer:
             self._log = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the API here; tests and benchmarks too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

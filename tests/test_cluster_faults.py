@@ -7,7 +7,6 @@ import asyncio
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ import numpy as np
 import pytest
 import zarr
 
+from flows.server import free_port
 from pipeline import open_dataset
 from tests.conftest import base_catalog, write_catalog
 
 pytestmark = pytest.mark.slow
 BIN = pathlib.Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +70,7 @@ def reference_store(tiny_corpus, tmp_path_factory):
 
 
 def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, tmp_path, reference_store):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_API_URL": api}
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:

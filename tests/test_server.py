@@ -33,7 +33,7 @@ def test_a_port_taken_by_another_process_is_a_clear_error(tmp_path, monkeypatch)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        monkeypatch.setattr(server, "_free_port", lambda: busy.getsockname()[1])
+        monkeypatch.setattr(server, "free_port", lambda: busy.getsockname()[1])
         with pytest.raises(RuntimeError, match="local Prefect API exited with code"):
             with server.prefect_api():
                 pass

@@ -24,6 +24,8 @@ import numpy as np
 #: their own ``PREFECT_API_URL``.
 FORKSERVER_PRELOAD = ("distributed", "pipeline.run.partition", "pipeline.run.warmed")
 
+_forkserver: bool | None = None  # use_forkserver's answer, once it has run in this process
+
 
 def warm(sample_rate: int = 16000) -> None:
     """Import and exercise the code every partition runs, on one second of silence."""
@@ -54,15 +56,18 @@ def use_forkserver() -> bool:
     (Windows) or ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` chooses a start method;
     Dask then starts workers as usual.
     """
+    global _forkserver
+    if _forkserver is not None:  # the runtime calls it early, the cluster's kwargs again
+        return _forkserver
     import multiprocessing
     from multiprocessing import forkserver
 
     import dask
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    # no fork servers (Windows), or the user chose a start method
+    if "forkserver" not in multiprocessing.get_all_start_methods() or os.environ.get("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"):
+        _forkserver = False
         return False
-    if os.environ.get("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"):
-        return False  # the user chose a start method
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     import distributed.utils
 
@@ -73,6 +78,7 @@ def use_forkserver() -> bool:
     pre_spawn = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
     with _environ({k: str(v) for k, v in pre_spawn.items() if v is not None}):
         forkserver.ensure_running()
+    _forkserver = True
     return True
 
 
