@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 
 N_FFT = 2048
 """STFT size used by time_stretch and pitch_shift (librosa's default)."""
@@ -53,6 +52,8 @@ def _hop(n_fft: int, hop_length: int | None) -> int:
 
 def _analysis_blocks(y: np.ndarray, n_fft: int, hop_length: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, spectrum block)`` of the centred, Hann-windowed STFT of ``y``."""
+    import scipy.fft  # here, not at import: the flow's process builds the registry without it
+
     pad = n_fft // 2
     yp = np.zeros(len(y) + 2 * pad, dtype=np.float32)
     yp[pad : pad + len(y)] = y
@@ -90,6 +91,8 @@ class _OverlapAdd:
         self.out = np.zeros((n_frames + self.ratio - 1, hop_length), dtype=np.float32)
 
     def add(self, start: int, spec_block: np.ndarray) -> None:
+        import scipy.fft
+
         frames = scipy.fft.irfft(spec_block, n=self.n_fft, axis=-1).astype(np.float32, copy=False)
         frames *= _window(self.n_fft)
         nb = len(frames)

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import librosa
 import numpy as np
-import scipy.fft
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import ConfigError
@@ -158,6 +157,8 @@ def _stft(
     With ``magnitude=True`` returns ``np.abs`` of that (float32) block by block, without
     keeping the complex matrix. ``out``: where to write (else a new array).
     """
+    import scipy.fft  # here, not at import: the flow's process validates catalogs without it
+
     n_frames, n_fft = frames.shape
     if out is None:
         out = np.empty((n_frames, 1 + n_fft // 2), dtype=np.float32 if magnitude else np.complex64)

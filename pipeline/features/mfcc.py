@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.fft
 from pydantic import Field, model_validator
 
 from pipeline.errors import ConfigError
@@ -64,6 +63,8 @@ def _mel_of(p: MfccParams) -> MelBandParams:
 def prepare(p: MfccParams, stft: StftParams, sample_rate: int) -> MfccState:
     mel = _mel_of(p)
     eye = np.eye(p.n_mels, dtype=np.float64)
+    import scipy.fft  # here, not at import: the flow's process validates catalogs without it
+
     dct_t = scipy.fft.dct(eye, type=p.dct_type, norm=p.norm, axis=0)[: p.n_mfcc].T.copy()
     lift = None
     if p.lifter > 0:

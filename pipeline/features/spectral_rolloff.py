@@ -8,7 +8,6 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.features._base import FeatureParams, FeatureSpec
-from pipeline.features._kernels import rolloff_bins
 from pipeline.features._scratch import scratch
 from pipeline.features.analysis import Analysis, StftParams
 
@@ -27,6 +26,8 @@ def compute(ana: Analysis, p: SpectralRolloffParams, state: None) -> np.ndarray:
     mag = ana.magnitude
     mag_ft = scratch("magnitude_T", mag.shape[::-1], mag.dtype)
     mag_ft[...] = mag.T
+    from pipeline.features._kernels import rolloff_bins  # numba: loaded where features are computed
+
     first = rolloff_bins(mag_ft, p.roll_percent)
     return ana.plan.freqs[first].astype(np.float32)[:, None]
 
