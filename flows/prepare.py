@@ -16,10 +16,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.annotations import quote
 
 from flows import hooks
 from flows.dask_runner import KeyedDaskTaskRunner
+from flows.runtime import FORKSERVER_PRELOAD
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
@@ -89,12 +91,13 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
     """An embedded LocalCluster of worker processes that report to this process's Prefect API
     and import the task code while they start, not on their first partition.
 
-    Workers are forked from a warm fork server (:func:`pipeline.run.warmup.use_forkserver`),
-    and Dask's statistical profiler (the dashboard's Profile page, which samples every worker
-    thread 100 times a second) is off: measured here, 4% of steady-state throughput.
+    Workers are forked from a warm fork server (:func:`pipeline.run.warmup.use_forkserver`)
+    that has also imported Prefect and this module (:mod:`flows.forked`), and Dask's
+    statistical profiler (the dashboard's Profile page, which samples every worker thread
+    100 times a second) is off: measured here, 4% of steady-state throughput.
     ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True`` turns it back on.
     """
-    use_forkserver()
+    use_forkserver(FORKSERVER_PRELOAD)
     return {
         "n_workers": workers or os.cpu_count() or 1,
         "threads_per_worker": threads_per_worker,
@@ -102,7 +105,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
         "dashboard_address": ":0",
         "silence_logs": logging.WARNING,
         "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")},
-        "preload": ["flows.prepare", "pipeline.run.warmup"],
+        "preload": ["flows.forked", "pipeline.run.warmup"],
         "config": {"distributed.worker.profile.enabled": _profile_enabled()},
     }
 
@@ -179,7 +182,10 @@ def prepare(
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
-    summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
+    # The subflow runs in this flow's process, whose heartbeats already tell the API it is
+    # alive; its own heartbeat thread only cost up to 1 s at exit (it sleeps in 1 s steps).
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
         if report and not is_remote(summary["store"]):

@@ -138,6 +138,7 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
     with local_runtime(2, None) as rt:
         assert rt["api_url"] == api and rt["dashboard"].startswith("http://")
         with Client(rt["scheduler"]) as client:
+            client.wait_for_workers(2, timeout=60)  # the runtime yields before its workers are up
             states = client.run(warm_state)
             assert len(states) == 2
             assert all(mods == ["numba", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
-#: Imported once by the fork server, so every worker forked from it starts with them. Not
-#: Prefect: its settings are read from the environment at import, and each run's workers get
-#: their own ``PREFECT_API_URL``.
+#: Imported once by the fork server, so every worker forked from it starts with them. The
+#: orchestration layer adds its own modules (``use_forkserver(extra_preload=...)``).
 FORKSERVER_PRELOAD = ("distributed", "pipeline.run.partition", "pipeline.run.warmed")
 
 _forkserver: bool | None = None  # use_forkserver's answer, once it has run in this process
@@ -46,15 +46,18 @@ def dask_setup(worker=None) -> None:
     warm()
 
 
-def use_forkserver() -> bool:
+def use_forkserver(extra_preload: Sequence[str] = ()) -> bool:
     """Have Dask nannies of this process fork workers from a warm fork server; start it now.
 
     The server is started with Dask's pre-spawn environment (one BLAS/OpenMP thread per
-    worker), which libraries read when they load, and imports :data:`FORKSERVER_PRELOAD`.
-    Each forked worker then only imports what is left (Prefect) and gets its own
-    environment from its nanny as before. Returns False where fork servers do not exist
-    (Windows) or ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` chooses a start method;
-    Dask then starts workers as usual.
+    worker), which libraries read when they load, and imports :data:`FORKSERVER_PRELOAD`
+    and then ``extra_preload``. Each forked worker gets its own environment from its nanny
+    as before, after the fork: a preloaded module that reads the environment at import must
+    read it again in the worker (a Dask preload's ``dask_setup``). Returns False where fork
+    servers do not exist (Windows) or ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD``
+    chooses a start method; Dask then starts workers as usual.
+
+    There is one fork server per process, so the first call's ``extra_preload`` holds.
     """
     global _forkserver
     if _forkserver is not None:  # the runtime calls it early, the cluster's kwargs again
@@ -74,7 +77,7 @@ def use_forkserver() -> bool:
     # distributed would otherwise replace this preload list with its own on first use (and
     # import pandas in this process to build it)
     distributed.utils._forkserver_preload_set = True
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    multiprocessing.get_context("forkserver").set_forkserver_preload([*FORKSERVER_PRELOAD, *extra_preload])
     pre_spawn = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
     with _environ({k: str(v) for k, v in pre_spawn.items() if v is not None}):
         forkserver.ensure_running()
