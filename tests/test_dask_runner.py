@@ -1,15 +1,25 @@
-"""The flows' Dask task runner: Prefect's settings are serialized once per settings object,
-and what is sent equals what Prefect itself would send."""
+"""The flows' Dask task runner: Prefect's settings travel as objects, and what a worker builds
+from them equals what it would build from Prefect's own serialized form."""
 
 from __future__ import annotations
 
+import pickle
+
+import cloudpickle
 from prefect.context import SettingsContext, serialize_context
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from flows.dask_runner import KeyedDaskTaskRunner
 
 
-def test_settings_are_serialized_once_per_settings_object(monkeypatch):
+def _hydrated_on_a_worker(serialized: dict) -> SettingsContext:
+    """The settings a worker's task run enters: the pickled context loaded, then what
+    ``prefect.context.hydrated_context`` does with its ``settings_context``."""
+    loaded = pickle.loads(cloudpickle.dumps(serialized))
+    return SettingsContext(**loaded["settings_context"])
+
+
+def test_settings_are_sent_as_objects_and_hydrate_to_prefects_own(monkeypatch):
     calls = []
     original = SettingsContext.serialize
 
@@ -20,19 +30,17 @@ def test_settings_are_serialized_once_per_settings_object(monkeypatch):
     monkeypatch.setattr(SettingsContext, "serialize", counting)
     runner = KeyedDaskTaskRunner()
     plain = serialize_context()
-    sent = []
-    for _ in range(3):
-        with runner._memo_settings():
-            sent.append(serialize_context())
-    assert all(s == plain for s in sent)
-    assert len(calls) == 2  # Prefect's own call, then one for all three submits
-    # each submit gets its own copy: nothing one task's pickling does reaches the next
-    assert sent[0]["settings_context"] is not sent[1]["settings_context"]
-    assert type(SettingsContext.get()) is SettingsContext  # the memo is entered per submit only
+    with runner._settings_as_objects():
+        sent = serialize_context()
+    assert len(calls) == 1  # Prefect's own call only: nothing is dumped for the submit
+    assert sent["settings_context"]["settings"] is get_current_settings()
+    ours, prefects = _hydrated_on_a_worker(sent), _hydrated_on_a_worker(plain)
+    assert ours.settings == prefects.settings and ours.profile == prefects.profile
+    assert {k: v for k, v in sent.items() if k != "settings_context"} == {k: v for k, v in plain.items() if k != "settings_context"}
+    assert type(SettingsContext.get()) is SettingsContext  # entered per submit only
 
     with temporary_settings({PREFECT_API_URL: "http://example.invalid:4200/api"}):
-        with runner._memo_settings():
+        with runner._settings_as_objects():
             changed = serialize_context()
-    assert len(calls) == 3  # new settings: serialized again, not served from the old form
-    assert changed["settings_context"]["settings"]["api"]["url"] == "http://example.invalid:4200/api"
-    assert plain["settings_context"]["settings"].get("api", {}).get("url") != "http://example.invalid:4200/api"
+    assert _hydrated_on_a_worker(changed).settings.api.url == "http://example.invalid:4200/api"
+    assert ours.settings.api.url != "http://example.invalid:4200/api"
