@@ -230,16 +230,31 @@ def write_catalog(path: pathlib.Path, cat: dict[str, Any]) -> pathlib.Path:
 
 
 def run_child(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
-    """Run ``python -m bench.<module> ...`` in a fresh process; it prints one JSON line last."""
+    """Run ``python -m bench.<module> ...`` in a fresh process; it prints one JSON line last.
+
+    ``process_wall_seconds`` ends when the process exits (what ``time`` in a shell reports);
+    ``pipes_closed_seconds`` when its output pipes close, which waits also for processes it
+    left behind holding them (the embedded cluster's fork server exits after the run).
+    """
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], env=env or one_thread_env(), capture_output=True, text=True,
-                          timeout=timeout, cwd=pathlib.Path(__file__).parent.parent)
-    wall = time.perf_counter() - t0
+    proc = subprocess.Popen([sys.executable, *args], env=env or one_thread_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=pathlib.Path(__file__).parent.parent)
+    exited: list[float] = []
+    waiter = threading.Thread(target=lambda: (proc.wait(), exited.append(time.perf_counter())), daemon=True)
+    waiter.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    closed = time.perf_counter()
+    waiter.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     out = json.loads(lines[-1])
-    out["process_wall_seconds"] = wall
+    out["process_wall_seconds"] = exited[0] - t0
+    out["pipes_closed_seconds"] = closed - t0
     return out
 
 
