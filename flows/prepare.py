@@ -144,10 +144,14 @@ def run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, 
         # the committed state is read once, under the lock, for both probing and planning
         previous = read_state(location)
         to_probe = planner.refs_needing_probe(refs, previous)
-        batches = steps.probe_batches(to_probe, loaded.catalog.execution.probe_batch_files)
-        headers = {}
-        for fut in [probe_task.submit(Packed(b), opts, index=i) for i, b in enumerate(batches)]:
-            headers.update((h.example_id, h) for h in fut.result())
+        ex = loaded.catalog.execution
+        if steps.probe_in_flow(to_probe, ex.probe_in_flow_files):
+            headers = {h.example_id: h for h in probe_task(Packed(to_probe), opts)}
+        else:
+            headers = {}
+            batches = steps.probe_batches(to_probe, ex.probe_batch_files)
+            for fut in [probe_task.submit(Packed(b), opts, index=i) for i, b in enumerate(batches)]:
+                headers.update((h.example_id, h) for h in fut.result())
         plan = plan_task(quote(loaded), quote(refs), quote(headers), quote(banks), quote(location), run_id, quote(previous))
         del headers
         if plan.up_to_date:

@@ -105,9 +105,25 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     assert len(runs) == summary["partitions"]
     assert {s for _, s in runs} == {"COMPLETED"}
 
-    # same catalog, one worker: identical store content
+    # same catalog, one worker, headers probed on Dask in 4 batches instead of in the flow's
+    # process (32 local files): identical store content
     store1 = tmp_path / "w1.zarr"
-    prepare(str(cat), store=str(store1), workers=1, report=False)
+    c1 = {**c, "execution": {**c["execution"], "probe_in_flow_files": 0, "probe_batch_files": 10}}
+    started1 = datetime.datetime.now(datetime.timezone.utc)
+    prepare(str(write_catalog(tmp_path / "c1.yaml", c1)), store=str(store1), workers=1, report=False)
+
+    async def probes(after):
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="probe-headers-"), start_time=TaskRunFilterStartTime(after_=after)),
+                limit=50,
+                sort=TaskRunSort.NAME_ASC,
+            )
+            return sorted(r.name for r in runs)
+
+    assert asyncio.run(probes(started1)) == [f"probe-headers-{i}" for i in range(4)]
+    # the first run read its 32 local headers in one task run of the flow's process
+    assert asyncio.run(probes(started)) == sorted(["probe-headers-0"] + [f"probe-headers-{i}" for i in range(4)])
     a, b = _all_arrays(store2), _all_arrays(store1)
     assert a.keys() == b.keys()
     for k in a:

@@ -146,6 +146,10 @@ class Execution(_Model):
     max_reject_fraction: float = Field(0.5, ge=0, le=1)
     """The run exits non-zero when more than this share of files is rejected."""
     probe_batch_files: int = Field(2000, ge=1)
+    probe_in_flow_files: int = Field(5000, ge=0)
+    """Up to this many new local files have their headers read in the flow's own process
+    (about 0.1 ms each) instead of in Dask tasks; more, or any remote file: on Dask, in
+    batches of ``probe_batch_files``. 0: always on Dask."""
     fetch_concurrency: int = Field(16, ge=1)
 
 
