@@ -11,6 +11,7 @@ serialized form back into a settings model before it started.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -45,16 +46,42 @@ class KeyedDaskTaskRunner(DaskTaskRunner):
         from prefect_dask.task_runners import PrefectDaskFuture
 
         with self._settings_as_objects():
-            future = self.client.submit(
-                task,
-                key=f"{task.name}-{uuid.uuid4().hex}",
-                pure=False,
-                parameters=self._optimize_futures(parameters),
-                wait_for=self._optimize_futures(wait_for) if wait_for else None,
-                dependencies=dependencies,
-                return_type="state",
-            )
+            if task.isasync:
+                future = self.client.submit(
+                    task,
+                    key=f"{task.name}-{uuid.uuid4().hex}",
+                    pure=False,
+                    parameters=self._optimize_futures(parameters),
+                    wait_for=self._optimize_futures(wait_for) if wait_for else None,
+                    dependencies=dependencies,
+                    return_type="state",
+                )
+            else:
+                future = self._submit_sync(task, self._optimize_futures(parameters),
+                                           self._optimize_futures(wait_for) if wait_for else None, dependencies)
         return PrefectDaskFuture(wrapped_future=future, task_run_id=future.task_run_id)
+
+    def _submit_sync(self, task, parameters, wait_for, passed_dependencies):
+        """What ``PrefectDaskClient.submit`` does for a sync task (prefect-dask 0.3.7), with
+        :func:`run_task_sync_reusing_client` as the function the worker runs."""
+        import distributed
+        from prefect.context import serialize_context
+        from prefect.utilities.engine import collect_task_run_inputs_sync
+
+        task_run_id = uuid.uuid4()
+        deps = {k: collect_task_run_inputs_sync(v, future_cls=distributed.Future) for k, v in parameters.items()}
+        if passed_dependencies:
+            deps = {k: v.union(passed_dependencies.get(k, set())) for k, v in deps.items()}
+        context = serialize_context(
+            asset_ctx_kwargs={"task": task, "task_run_id": task_run_id, "task_inputs": deps, "copy_to_child_ctx": True}
+        )
+        future = distributed.Client.submit(
+            self.client, run_task_sync_reusing_client, key=f"{task.name}-{uuid.uuid4().hex}", pure=False,
+            task=task, task_run_id=task_run_id, wait_for=wait_for, return_type="state", parameters=parameters,
+            dependencies=deps, context=context,
+        )
+        future.task_run_id = task_run_id
+        return future
 
     @staticmethod
     def _settings_as_objects() -> ObjectSettingsContext:
@@ -62,3 +89,52 @@ class KeyedDaskTaskRunner(DaskTaskRunner):
         submit gets its own) with the current profile and settings."""
         current = SettingsContext.get()
         return ObjectSettingsContext(profile=current.profile, settings=current.settings)
+
+
+_THREAD = threading.local()
+
+
+def run_task_sync_reusing_client(**kwargs: Any) -> Any:
+    """``prefect.task_engine.run_task_sync`` on a worker, with one Prefect API client per worker
+    thread and settings instead of two new ones per task run.
+
+    Each task run otherwise built two clients (one when its context is hydrated, one for the
+    engine), each with a fresh SSL context loaded from certifi's bundle: about 8% of a
+    worker's task thread in steady state (py-spy), plus a connection to the API per client.
+    Prefect takes a client from the current ``SyncClientContext`` when there is one, so the
+    thread's context is made current for the duration of the task run.
+    """
+    from prefect.context import SyncClientContext
+    from prefect.task_engine import run_task_sync
+
+    ctx = _thread_client((kwargs.get("context") or {}).get("settings_context"))
+    if ctx is None:
+        return run_task_sync(**kwargs)
+    token = SyncClientContext.__var__.set(ctx)
+    try:
+        return run_task_sync(**kwargs)
+    finally:
+        SyncClientContext.__var__.reset(token)
+
+
+def _thread_client(settings_context: dict[str, Any] | None):
+    """This thread's open client context for these settings (a new one when they change)."""
+    from prefect.context import SyncClientContext
+    from prefect.settings import Settings
+
+    settings = (settings_context or {}).get("settings")
+    if not isinstance(settings, Settings):
+        return None  # not sent by ObjectSettingsContext: Prefect's own path
+    cached = getattr(_THREAD, "client", None)
+    if cached is not None:
+        if cached[0] == settings:
+            return cached[1]
+        cached[1].client.__exit__(None, None, None)  # another API or other client settings
+    with SettingsContext(**settings_context):
+        ctx = SyncClientContext()
+        ctx._context_stack = 1  # open for the thread's life: Prefect's own enters nest inside
+        ctx.client.__enter__()
+        if settings.client.server_version_check_enabled:  # as SyncClientContext does, once per client
+            ctx.client.raise_for_api_version_mismatch_once()
+    _THREAD.client = (settings, ctx)
+    return ctx

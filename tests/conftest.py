@@ -12,6 +12,12 @@ import yaml
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Prefect configures its console log handler on the stderr of the moment it is imported. Imported
+# here, that is the session's; imported first inside a test that captures output (capfd), the
+# handler would keep that test's stream, closed afterwards, and every later record (botocore's
+# DEBUG records under caplog.set_level(DEBUG): tens of thousands) would print a traceback.
+import prefect.main  # noqa: E402, F401
+
 from pipeline.demo import make_corpus  # noqa: E402
 
 

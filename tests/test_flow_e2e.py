@@ -223,3 +223,35 @@ def test_partition_results_are_taken_while_later_partitions_are_still_submitted(
     assert events.index("result 0") < events.index("submit 4")
     assert sorted(e for e in events if e.startswith("result")) == sorted(f"result {i * i}" for i in range(6))
     assert [e for e in events if e.startswith("submit")] == [f"submit {i}" for i in range(6)]
+
+
+_CLIENTS_SEEN: list = []  # filled in the worker process (kept alive there: ids stay unique)
+
+
+def test_task_runs_on_a_worker_thread_share_one_api_client(api):
+    """Sync task runs submitted by KeyedDaskTaskRunner reuse their worker thread's Prefect
+    client (Prefect's own path builds two per task run, each with a new SSL context); results
+    and states are as before."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+
+    from flows.dask_runner import KeyedDaskTaskRunner
+
+    @task
+    def note_client(i: int) -> tuple[int, int]:
+        import importlib
+
+        client = get_client(sync_client=True)
+        importlib.import_module("tests.test_flow_e2e")._CLIENTS_SEEN.append(client)
+        return i * 10, id(client)
+
+    runner = KeyedDaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"})
+
+    @flow(task_runner=runner)
+    def run() -> list[tuple[int, int]]:
+        futures = [note_client.submit(i) for i in range(4)]
+        return [f.result() for f in futures]
+
+    out = run()
+    assert [r for r, _ in out] == [0, 10, 20, 30]
+    assert len({cid for _, cid in out}) == 1  # one client for the worker thread's four task runs
