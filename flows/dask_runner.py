@@ -45,23 +45,19 @@ class KeyedDaskTaskRunner(DaskTaskRunner):
             raise RuntimeError("The task runner must be started before submitting work.")
         from prefect_dask.task_runners import PrefectDaskFuture
 
+        key = f"{task.name}-{uuid.uuid4().hex}"
+        parameters = self._optimize_futures(parameters)
+        wait_for = self._optimize_futures(wait_for) if wait_for else None
         with self._settings_as_objects():
             if task.isasync:
                 future = self.client.submit(
-                    task,
-                    key=f"{task.name}-{uuid.uuid4().hex}",
-                    pure=False,
-                    parameters=self._optimize_futures(parameters),
-                    wait_for=self._optimize_futures(wait_for) if wait_for else None,
-                    dependencies=dependencies,
-                    return_type="state",
+                    task, key=key, pure=False, parameters=parameters, wait_for=wait_for, dependencies=dependencies, return_type="state"
                 )
             else:
-                future = self._submit_sync(task, self._optimize_futures(parameters),
-                                           self._optimize_futures(wait_for) if wait_for else None, dependencies)
+                future = self._submit_sync(task, key, parameters, wait_for, dependencies)
         return PrefectDaskFuture(wrapped_future=future, task_run_id=future.task_run_id)
 
-    def _submit_sync(self, task, parameters, wait_for, passed_dependencies):
+    def _submit_sync(self, task, key, parameters, wait_for, passed_dependencies):
         """What ``PrefectDaskClient.submit`` does for a sync task (prefect-dask 0.3.7), with
         :func:`run_task_sync_reusing_client` as the function the worker runs."""
         import distributed
@@ -76,7 +72,7 @@ class KeyedDaskTaskRunner(DaskTaskRunner):
             asset_ctx_kwargs={"task": task, "task_run_id": task_run_id, "task_inputs": deps, "copy_to_child_ctx": True}
         )
         future = distributed.Client.submit(
-            self.client, run_task_sync_reusing_client, key=f"{task.name}-{uuid.uuid4().hex}", pure=False,
+            self.client, run_task_sync_reusing_client, key=key, pure=False,
             task=task, task_run_id=task_run_id, wait_for=wait_for, return_type="state", parameters=parameters,
             dependencies=deps, context=context,
         )

@@ -102,12 +102,8 @@ def submit_taking_results(submit: Callable[[Any], PrefectFuture], items: Iterabl
     for item in items:
         submit(item).add_done_callback(done.put)
         submitted += 1
-        while True:
-            try:
-                fut = done.get_nowait()
-            except queue.Empty:
-                break
-            on_result(fut.result())
+        while not done.empty():  # this loop is the queue's only consumer
+            on_result(done.get().result())
             taken += 1
     while taken < submitted:
         on_result(done.get().result())
@@ -133,7 +129,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
         "dashboard_address": ":0",
         "silence_logs": logging.WARNING,
         "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")},
-        "preload": ["flows.forked", "pipeline.run.warmup"],
+        "preload": [*FORKSERVER_PRELOAD, "pipeline.run.warmup"],
         "config": {"distributed.worker.profile.enabled": _profile_enabled()},
     }
 
