@@ -11,7 +11,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from pipeline.store.location import StoreLocation
-from pipeline.store.shards import write_shards
+from pipeline.store.shards import RegionWriter, write_shards
 
 
 def _array(root: pathlib.Path, shape, chunks, shards, dtype, compressors=None):
@@ -42,8 +42,19 @@ CASES = [
 ]
 
 
+def _write(how: str, loc: StoreLocation, arr, start: int, parts: list[np.ndarray]) -> None:
+    if how == "write_shards":
+        write_shards(loc, arr, start, parts)
+        return
+    w = RegionWriter(loc, arr, start, background=True)  # as a partition: rows while it computes
+    for p in parts:
+        w.append(p)
+    w.close()
+
+
+@pytest.mark.parametrize("how", ["write_shards", "background"])
 @pytest.mark.parametrize("shape, chunks, shards, dtype, start, rows, shuffle", CASES)
-def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtype, start, rows, shuffle):
+def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtype, start, rows, shuffle, how):
     rng = np.random.default_rng(rows)
     block = (rng.standard_normal((rows, *shape[1:])) * 20 - 40).astype(dtype)
     block[: min(rows, chunks[0])] = 0  # an inner chunk of fill values: zarr stores no bytes for it
@@ -56,7 +67,7 @@ def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtyp
     cuts = sorted({0, rows, *np.random.default_rng(1).integers(0, rows, size=7).tolist()})
     # float16 stores receive float32 features, as from FeatureSet.compute, and cast them
     src = block.astype(np.float32) if dtype == "float16" else block
-    write_shards(StoreLocation(str(ours)), a_ours, start, [src[a:b] for a, b in zip(cuts, cuts[1:])])
+    _write(how, StoreLocation(str(ours)), a_ours, start, [src[a:b] for a, b in zip(cuts, cuts[1:])])
     f_ours, f_theirs = _files(ours), _files(theirs)
     assert sorted(f_ours) == sorted(f_theirs) and f_ours
     for key in f_theirs:
@@ -66,12 +77,13 @@ def test_shard_bytes_equal_zarrs_own_write(tmp_path, shape, chunks, shards, dtyp
     assert not back[:start].any() and not back[start + rows :].any()
 
 
-def test_a_shard_of_only_fill_values_is_not_written_and_a_stale_one_is_removed(tmp_path):
+@pytest.mark.parametrize("how", ["write_shards", "background"])
+def test_a_shard_of_only_fill_values_is_not_written_and_a_stale_one_is_removed(tmp_path, how):
     a = _array(tmp_path, (8192, 8), (1024, 8), (4096, 8), "float32")
     loc = StoreLocation(str(tmp_path))
-    write_shards(loc, a, 4096, [np.ones((4096, 8), np.float32)])
+    _write(how, loc, a, 4096, [np.ones((4096, 8), np.float32)])
     assert [k for k in _files(tmp_path) if "/c/" in k] == ["features/x/c/1/0"]
-    write_shards(loc, a, 4096, [np.zeros((4096, 8), np.float32)])  # a retry that computed nothing but fill
+    _write(how, loc, a, 4096, [np.zeros((4096, 8), np.float32)])  # a retry that computed nothing but fill
     assert [k for k in _files(tmp_path) if "/c/" in k] == []
     assert not zarr.open_array(str(tmp_path / "features" / "x"), mode="r")[:].any()
 
@@ -104,3 +116,26 @@ def test_shard_sync_skips_files_that_cannot_sync_and_raises_real_errors(tmp_path
         os.close(w)
     with pytest.raises(OSError):
         _sync_and_drop(w)  # a closed descriptor (EBADF) is a real error
+
+
+def test_a_writer_thread_error_reaches_the_caller_and_no_thread_outlives_it(tmp_path):
+    import threading
+
+    a = _array(tmp_path, (8192, 8), (1024, 8), (4096, 8), "float32")
+    (tmp_path / "features" / "x" / "c").write_text("a file where the shard folder goes")
+    w = RegionWriter(StoreLocation(str(tmp_path)), a, 0)
+    with pytest.raises(OSError):  # raised on the writer's thread (makedirs), by append or close
+        for _ in range(64):  # more than one chunk: the thread writes while rows still arrive
+            w.append(np.ones((512, 8), np.float32))
+        w.close()
+    w.abort()  # what a failed partition does with every writer; never raises
+    assert not [t for t in threading.enumerate() if t.name.startswith("audioprep-writer")]
+
+
+def test_abort_stops_the_thread_without_writing_the_last_shard(tmp_path):
+    a = _array(tmp_path, (8192, 8), (1024, 8), (4096, 8), "float32")
+    w = RegionWriter(StoreLocation(str(tmp_path)), a, 0)
+    w.append(np.ones((4096 + 100, 8), np.float32))  # one whole shard, and 100 rows of the next
+    w.abort()
+    assert [k for k in _files(tmp_path) if "/c/" in k] == ["features/x/c/0/0"]  # the finished shard only
+    assert not w._thread.is_alive()

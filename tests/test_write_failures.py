@@ -4,6 +4,7 @@ and the retry completes the same store."""
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -45,6 +46,7 @@ def test_failed_partition_write_commits_nothing_and_retry_completes(tiny_corpus,
     blocker.write_text("not a directory")
     with pytest.raises(OSError):
         process_partition(plan.partitions[0], plan.ctx)
+    assert not [t for t in threading.enumerate() if t.name.startswith("audioprep-writer")]  # none left behind
     assert loc.read_json(manifest_path(plan.partitions[0].partition_id)) is None
     with pytest.raises(AudioprepError, match="did not finish"):
         commit_run(plan)

@@ -29,7 +29,7 @@ from pipeline.rng import example_rng
 from pipeline.run.allocator import tune_allocator
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
-from pipeline.store.shards import write_shards
+from pipeline.store.shards import RegionWriter, writable, write_shards
 
 MANIFEST_DIR = "_partitions"
 
@@ -113,7 +113,9 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             fetch_many(urls, ctx.source_options.get(source, {}), concurrency=ctx.fetch_concurrency, cache=mode, cache_dir=cache_dir, content_keys=keys)
         )
 
-    buffers: dict[str, list[np.ndarray]] = {name: [] for name in layout.feature_shapes}
+    # features go to the store while the partition computes (RegionWriter's thread); an
+    # array it cannot encode is buffered and written through zarr at the end
+    writers, buffers = _open_region(loc, spec, layout)
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     summaries: list[list[float]] = []
@@ -121,68 +123,78 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     cursor = 0
     audio_seconds = 0.0
 
-    for it in spec.items:
-        data = blobs.pop(it.url, None)
-        try:
-            if isinstance(data, BaseException) or data is None:
-                raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
-            sr_in, channels, frames, segments = _decode_segments(data, it, ctx)
-            del data
-            out_rows = []
-            for k, (start_frame, y_native) in enumerate(segments):
-                y = resample(to_mono(y_native), sr_in, sr)
-                if y.shape[0] < min_samples:
-                    if k > 0:  # a split file's short tail: nothing to analyse
-                        continue
-                    raise AudioDecodeError(it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})")
-                seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
-                for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0):
-                    out_rows.append({**row, "start_seconds": start_frame / sr_in})
-        except AudioDecodeError as exc:
-            rejects.append(_reject(it, exc.stage, type(exc).__name__, str(exc), ctx))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the partition
-            rejects.append(_reject(it, "features", type(exc).__name__, f"{it.rel_path}: {exc}", ctx))
-            continue
+    try:
+        for it in spec.items:
+            data = blobs.pop(it.url, None)
+            try:
+                if isinstance(data, BaseException) or data is None:
+                    raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
+                sr_in, channels, frames, segments = _decode_segments(data, it, ctx)
+                del data
+                out_rows = []
+                for k, (start_frame, y_native) in enumerate(segments):
+                    y = resample(to_mono(y_native), sr_in, sr)
+                    if y.shape[0] < min_samples:
+                        if k > 0:  # a split file's short tail: nothing to analyse
+                            continue
+                        raise AudioDecodeError(it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})")
+                    seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
+                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0):
+                        out_rows.append({**row, "start_seconds": start_frame / sr_in})
+            except AudioDecodeError as exc:
+                rejects.append(_reject(it, exc.stage, type(exc).__name__, str(exc), ctx))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops the partition
+                rejects.append(_reject(it, "features", type(exc).__name__, f"{it.rel_path}: {exc}", ctx))
+                continue
 
-        audio_seconds += frames / sr_in
-        for row in out_rows:
-            feats = row.pop("feats")
-            n = row["length"]
-            span = 1 if dense else n
-            if cursor + span > spec.capacity:
-                raise RuntimeError(
-                    f"partition {spec.partition_id}: region of {spec.capacity} overflowed at {it.rel_path}; "
-                    "the header under-stated the length. This is a bug: please report it."
+            audio_seconds += frames / sr_in
+            for row in out_rows:
+                feats = row.pop("feats")
+                n = row["length"]
+                span = 1 if dense else n
+                if cursor + span > spec.capacity:
+                    raise RuntimeError(
+                        f"partition {spec.partition_id}: region of {spec.capacity} overflowed at {it.rel_path}; "
+                        "the header under-stated the length. This is a bug: please report it."
+                    )
+                for name in layout.feature_shapes:
+                    x = feats[name][None] if dense else feats[name]  # dense: each clip is one row (row, frame, bin)
+                    if name in writers:
+                        writers[name].append(x)
+                    else:
+                        buffers[name].append(x)
+                    if row["copy"] == 0 and it.split in ctx.norm_splits:
+                        stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
+                if fset.summary_columns():
+                    summaries.append([float(v) for v in fset.summarize(feats)])
+                rows.append(
+                    {
+                        **row,
+                        "file_id": it.example_id,
+                        "source": it.source,
+                        "path": it.rel_path,
+                        "label": it.label,
+                        "group": it.group,
+                        "split": it.split,
+                        "content_key": it.content_key,
+                        "sample_rate_original": sr_in,
+                        "channels": channels,
+                        "offset": spec.start + cursor,
+                    }
                 )
-            for name in buffers:
-                buffers[name].append(feats[name])
-                if row["copy"] == 0 and it.split in ctx.norm_splits:
-                    stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
-            if fset.summary_columns():
-                summaries.append([float(v) for v in fset.summarize(feats)])
-            rows.append(
-                {
-                    **row,
-                    "file_id": it.example_id,
-                    "source": it.source,
-                    "path": it.rel_path,
-                    "label": it.label,
-                    "group": it.group,
-                    "split": it.split,
-                    "content_key": it.content_key,
-                    "sample_rate_original": sr_in,
-                    "channels": channels,
-                    "offset": spec.start + cursor,
-                }
-            )
-            cursor += span
-
+                cursor += span
+        for w in writers.values():
+            w.close()  # the last shards; raises what a writer's thread raised
+    except BaseException:
+        for w in writers.values():  # no writer thread outlives a failed partition
+            w.abort()
+        raise
     delay = _fault_delay_seconds()
     if delay:
         time.sleep(delay)
-    if cursor:
-        _write_region(loc, spec, buffers, layout)
+    if cursor and buffers:
+        _write_buffered(loc, spec, buffers)
     buffers.clear()
 
     manifest = {
@@ -255,18 +267,30 @@ def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fs
     return out
 
 
-def _write_region(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]], layout) -> None:
+def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> tuple[dict[str, RegionWriter], dict[str, list[np.ndarray]]]:
+    """A streaming writer per feature array of this partition's region, and a buffer per
+    array that must be written through zarr instead (another codec chain)."""
+    import zarr
+
+    group = zarr.open_group(loc.zarr_store(), mode="r+")
+    writers: dict[str, RegionWriter] = {}
+    buffers: dict[str, list[np.ndarray]] = {}
+    for name in layout.feature_shapes:
+        arr = group[f"features/{name}"]
+        if writable(arr, spec.start):
+            writers[name] = RegionWriter(loc, arr, spec.start)
+        else:
+            buffers[name] = []
+    return writers, buffers
+
+
+def _write_buffered(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]]) -> None:
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     for name, parts in buffers.items():
-        arr = group[f"features/{name}"]
-        # dense: each clip is one row of (row, frame, bin); the cast to the array's dtype
-        # (float16 stores) happens once, chunk by chunk, while the shards are encoded
-        rows = [x[None] for x in parts] if layout.mode == "dense" else list(parts)
+        write_shards(loc, group[f"features/{name}"], spec.start, parts)
         parts.clear()
-        write_shards(loc, arr, spec.start, rows)
-        del rows
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:
