@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     from distributed import Client, LocalCluster
     from flows.prepare import local_cluster_kwargs
 
-    def seen():
+    def seen(dask_worker):
         import sys
         import flows.forked
         from prefect.settings import get_current_settings
@@ -36,10 +36,12 @@ SCRIPT = textwrap.dedent(
             "imported_under": flows.forked._ENV_AT_IMPORT.get("PREFECT_API_URL"),
             "env": os.environ.get("PREFECT_API_URL"),
             "settings": get_current_settings().api.url,
+            "tick_seconds": dask_worker._tick_interval,
         }
 
     with LocalCluster(**local_cluster_kwargs(2)) as cluster, Client(cluster) as client:
-        print(json.dumps(list(client.run(seen).values())))
+        ticks = [cluster.scheduler._tick_interval, *(n._tick_interval for n in cluster.workers.values())]
+        print(json.dumps([ticks, list(client.run(seen).values())]))
     """
 )
 
@@ -50,12 +52,25 @@ def test_forked_workers_read_prefect_settings_from_their_own_environment(tmp_pat
     env.pop("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", None)
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    workers = json.loads(out.stdout.strip().splitlines()[-1])
+    ticks, workers = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(workers) == 2
     for w in workers:
         # Prefect was imported in the fork server under the first URL; the worker reads its own
         assert w == {"forked": True, "imported_under": "http://127.0.0.1:9/first/api",
-                     "env": "http://127.0.0.1:9/second/api", "settings": "http://127.0.0.1:9/second/api"}, w
+                     "env": "http://127.0.0.1:9/second/api", "settings": "http://127.0.0.1:9/second/api",
+                     "tick_seconds": 0.5}, w
+    assert ticks == [0.5, 0.5, 0.5]  # the scheduler and both nannies, in the flow's process (Dask's default: 0.02)
+
+
+def test_housekeeping_replaces_only_dasks_defaults():
+    import dask
+
+    from flows.prepare import housekeeping_config
+
+    with dask.config.set({"distributed.admin.tick.interval": "20ms", "distributed.worker.memory.monitor-interval": "100ms"}):
+        assert housekeeping_config() == {"distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "500ms"}
+    with dask.config.set({"distributed.admin.tick.interval": "50ms", "distributed.worker.memory.monitor-interval": "100ms"}):
+        assert housekeeping_config() == {"distributed.worker.memory.monitor-interval": "500ms"}  # the user's 50 ms stays
 
 
 def test_runtime_closes_an_embedded_cluster_whose_workers_do_not_start(caplog):
