@@ -160,8 +160,9 @@ class ExternalCluster:
         dask = str(pathlib.Path(sys.executable).parent / "dask")
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
-        # the worker settings deploy/ recommends: no statistical profiler
-        env = {**self.env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+        # the settings deploy/ recommends: no statistical profiler, housekeeping every 500 ms
+        env = {**self.env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False", "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "500ms",
+               "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "500ms"}
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=pathlib.Path(__file__).parent.parent)
         # the scheduler unpickles each task graph: with the flow code preloaded, the first one does
         # not wait for it to import (1.5 s measured)
