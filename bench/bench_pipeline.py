@@ -167,7 +167,8 @@ def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, parti
            "first_partition_seconds": (done[0][0] - t0) if done else None,
            "in_task_x_realtime_per_core": audio / sum(c for *_, c in done) if done else None,
            "output_bytes": _util.dir_bytes(store), "features_bytes": _util.dir_bytes(store / "features"),
-           "partition_times": [round(t - t0, 3) for t, _, _ in done]}
+           "partition_times": [round(t - t0, 3) for t, _, _ in done],
+           "partition_starts": sorted(round(t - c - t0, 3) for t, _, c in done)}
     if len(done) > workers:
         tail = done[workers:]
         res["steady_x_realtime"] = sum(a for _, a, _ in tail) / (done[-1][0] - done[workers - 1][0])

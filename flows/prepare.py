@@ -21,7 +21,7 @@ from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.annotations import quote
 
-from flows import hooks
+from flows import heartbeat, hooks
 from flows.dask_runner import KeyedDaskTaskRunner
 from flows.runtime import FORKSERVER_PRELOAD
 from pipeline.config.catalog import load_catalog
@@ -230,6 +230,11 @@ def prepare(
     With ``report`` (and a local store), the figures of ``audioprep report`` are written
     beside the store (``<store>.report/vNNNNN/``) and published as a markdown artifact.
     """
+    with heartbeat.emitting():  # when the runtime took them over from Prefect (flows.heartbeat)
+        return _prepare(catalog_path, store, workers, scheduler, report)
+
+
+def _prepare(catalog_path: str, store: str | None, workers: int | None, scheduler: str | None, report: bool) -> dict[str, Any]:
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)

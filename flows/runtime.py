@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from flows import heartbeat
 from flows.server import prefect_api
 
 #: What the embedded cluster's fork server imports besides the pipeline: Prefect and the
@@ -77,7 +78,9 @@ def local_runtime(
         with prefect_api(while_starting=start_cluster) as url:
             c = cluster.get("c")
             try:
-                yield {"api_url": url, "scheduler": c.scheduler_address if c else chosen["scheduler"], "dashboard": c.dashboard_link if c else None}
+                # heartbeats that do not hold the end of each run for up to 1 s (flows.heartbeat)
+                with heartbeat.take_over():
+                    yield {"api_url": url, "scheduler": c.scheduler_address if c else chosen["scheduler"], "dashboard": c.dashboard_link if c else None}
             finally:
                 # workers go first: they may still be shipping logs to the API
                 if c is not None:

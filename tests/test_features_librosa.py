@@ -221,3 +221,69 @@ def test_silence_gives_finite_librosa_values(sr=16000):
     linear_close(f["spectral_rolloff"], librosa.feature.spectral_rolloff(y=y, sr=sr, **kw))
     linear_close(f["chroma"], librosa.feature.chroma_stft(y=y, sr=sr, tuning=0.0, **kw))
     assert not f["rms"].any()
+
+
+# pipeline.features.filters computes the window and the mel filterbank without importing
+# librosa.filters (scipy.signal, numba): the arrays must be librosa's, bit for bit.
+@pytest.mark.parametrize("window", ["hann", "hamming", ("kaiser", 4.0), "blackman"])
+@pytest.mark.parametrize("n", [1, 2, 7, 400, 512, 2048])
+@pytest.mark.parametrize("fftbins", [True, False])
+def test_window_is_librosas_bit_for_bit(window, n, fftbins):
+    from pipeline.features import filters
+
+    for bad in (filters.get_window, librosa.filters.get_window):
+        with pytest.raises(ValueError):
+            bad(window, 0, fftbins=fftbins)
+    ours = filters.get_window(window, n, fftbins=fftbins)
+    theirs = librosa.filters.get_window(window, n, fftbins=fftbins)
+    assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()
+
+
+@pytest.mark.parametrize("sr, n_fft", [(16000, 400), (22050, 2048), (8000, 256), (44100, 1024)])
+@pytest.mark.parametrize("n_mels, fmin, fmax", [(80, 0.0, None), (128, 30.0, 7600.0), (40, 300.0, 3000.0), (13, 0.0, 4000.0)])
+@pytest.mark.parametrize("htk", [False, True])
+@pytest.mark.parametrize("norm", ["slaney", None, 2.0, np.inf])
+def test_mel_filterbank_is_librosas_bit_for_bit(sr, n_fft, n_mels, fmin, fmax, htk, norm):
+    from pipeline.features import filters
+
+    if fmax is not None and fmax > sr / 2:
+        fmax = sr / 2
+    ours = filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape and ours.tobytes() == theirs.tobytes()
+    np.testing.assert_array_equal(filters.fft_frequencies(sr=sr, n_fft=n_fft), librosa.fft_frequencies(sr=sr, n_fft=n_fft))
+    np.testing.assert_array_equal(filters.mel_frequencies(n_mels, fmin=fmin, fmax=fmax or sr / 2, htk=htk),
+                                  librosa.mel_frequencies(n_mels, fmin=fmin, fmax=fmax or sr / 2, htk=htk))
+
+
+def test_empty_mel_filters_warn_as_librosa():
+    from pipeline.features import filters
+
+    with pytest.warns(UserWarning, match="Empty filters"):
+        filters.mel(sr=8000, n_fft=64, n_mels=128)
+
+
+def test_pad_center_is_librosas():
+    from pipeline.features import filters
+
+    w = np.hanning(301)
+    assert filters.pad_center(w, size=512).tobytes() == librosa.util.pad_center(w, size=512).tobytes()
+    with pytest.raises(ValueError):
+        filters.pad_center(w, size=300)
+
+
+def test_the_default_features_do_not_import_librosa_filters():
+    """The fork server and every worker import what the default features need: no
+    librosa.filters, scipy.signal or numba (about 1.1 CPU-s per process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from pipeline.features import FeaturesConfig, build_feature_set\n"
+        "build_feature_set(FeaturesConfig(), 16000).compute(np.zeros(16000, np.float32))\n"
+        "print(sorted(m for m in ('librosa.filters', 'scipy.signal', 'numba') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

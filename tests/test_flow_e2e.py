@@ -135,7 +135,7 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
 
 def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus, tmp_path):
     """`audioprep run`'s runtime: the embedded cluster's workers are warm before the first task
-    (numba kernels, zarr, a cached FeatureSet), the flow runs on that cluster, and the
+    (the FFT, zarr, a cached FeatureSet), the flow runs on that cluster, and the
     cluster is gone afterwards."""
     from distributed import Client
 
@@ -147,17 +147,20 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
 
         from pipeline.features import build_feature_set
 
-        return sorted(m for m in ("numba", "zarr", "soxr", "soundfile") if m in sys.modules), build_feature_set.cache_info().currsize
+        return sorted(m for m in ("scipy.fft", "zarr", "soxr", "soundfile") if m in sys.modules), build_feature_set.cache_info().currsize
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     store = tmp_path / "rt.zarr"
     cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store))
-    with local_runtime(2, None) as rt:
+    # heartbeats on, as with a user's server: the runtime takes them over from Prefect
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), local_runtime(2, None) as rt:
         assert rt["api_url"] == api and rt["dashboard"].startswith("http://")
         with Client(rt["scheduler"]) as client:
             client.wait_for_workers(2, timeout=60)  # the runtime yields before its workers are up
             states = client.run(warm_state)
             assert len(states) == 2
-            assert all(mods == ["numba", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states
+            assert all(mods == ["scipy.fft", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states
 
             def origin():
                 import os
@@ -183,13 +186,44 @@ def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus,
                 return info.hits + info.misses
 
             before = sum(client.run(calls).values())
-            summary = prepare(str(cat), scheduler=rt["scheduler"], report=False)
+            state = prepare(str(cat), scheduler=rt["scheduler"], report=False, return_state=True)
+            summary = state.result()
             assert summary["examples"] == 32
             # the partitions ran on this cluster's workers: each partition made one FeatureSet call
             assert sum(client.run(calls).values()) == before + summary["partitions"]
     with pytest.raises(OSError):
         with Client(rt["scheduler"], timeout=2):
             pass
+    # one heartbeat event for the flow run: audioprep's (flows.heartbeat), not also Prefect's
+    beats = _heartbeats(state.state_details.flow_run_id)
+    assert len(beats) == 1, beats
+    # the event Prefect's thread would send: this flow run, related to its flow (Prefect's
+    # events worker may add the run context it was started in)
+    assert {"prefect.resource.role": "flow", "prefect.resource.name": "prepare"}.items() <= next(
+        r for r in beats[0]["related"] if r["prefect.resource.role"] == "flow").items(), json.dumps(beats)
+
+
+def _heartbeats(flow_run_id, settle_seconds: float = 2.0) -> list[dict]:
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+
+    async def read():
+        async with get_client() as client:
+            r = await client._client.post("/events/filter", json={
+                "filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
+                "limit": 50})
+            r.raise_for_status()
+            return r.json()["events"]
+
+    deadline = time.monotonic() + 30  # the API persists events in batches
+    while not (found := asyncio.run(read())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(settle_seconds)  # a second heartbeat sent at the same time would be stored by now
+    return asyncio.run(read())
 
 
 def test_partition_results_are_taken_while_later_partitions_are_still_submitted(api):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-import librosa
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.features import filters
 from pipeline.features._scratch import scratch
 
 PadMode = Literal["constant", "edge", "reflect", "symmetric"]
@@ -96,9 +96,9 @@ class StftPlan:
     @classmethod
     def build(cls, params: StftParams, sample_rate: int) -> StftPlan:
         win_length = params.n_fft if params.win_length is None else params.win_length
-        window = librosa.filters.get_window(params.window, win_length, fftbins=True)
-        window = librosa.util.pad_center(np.asarray(window, dtype=np.float64), size=params.n_fft)
-        freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=params.n_fft)
+        window = filters.get_window(params.window, win_length, fftbins=True)
+        window = filters.pad_center(np.asarray(window, dtype=np.float64), size=params.n_fft)
+        freqs = filters.fft_frequencies(sr=sample_rate, n_fft=params.n_fft)
         window.setflags(write=False)
         freqs.setflags(write=False)
         return cls(params, int(sample_rate), window, freqs)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import librosa
 import numpy as np
 from pydantic import Field, model_validator
 
+from pipeline.features import filters
 from pipeline.features._base import FeatureParams, FeatureSpec
 from pipeline.features.analysis import Analysis, StftParams
 
@@ -60,9 +60,7 @@ def check_bands(p: MelBandParams, stft: StftParams, sample_rate: int) -> list[st
 
 def mel_basis_t(p: MelBandParams, stft: StftParams, sample_rate: int) -> np.ndarray:
     """float32 filterbank, transposed for time-major products [shape=(n_bins, n_mels)]."""
-    basis = librosa.filters.mel(
-        sr=sample_rate, n_fft=stft.n_fft, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax, htk=p.htk, norm=p.norm
-    )
+    basis = filters.mel(sr=sample_rate, n_fft=stft.n_fft, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax, htk=p.htk, norm=p.norm)
     out = np.ascontiguousarray(basis.T, dtype=np.float32)
     out.setflags(write=False)
     return out

@@ -1,6 +1,6 @@
-"""Worker warm-up: pay the one-off imports (librosa's numba kernels, zarr, codecs) while a
-worker starts, not inside its first partition; and pay them once per machine, not once per
-worker, where workers can be forked.
+"""Worker warm-up: pay the one-off imports (the FFT, zarr, codecs; librosa's numba kernels
+for the features that use them) while a worker starts, not inside its first partition; and
+pay them once per machine, not once per worker, where workers can be forked.
 
 ``pipeline.run.warmup`` is a Dask preload (``dask worker --preload pipeline.run.warmup``;
 the embedded LocalCluster preloads it too). Measured here: a worker's first 1800 s
