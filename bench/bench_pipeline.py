@@ -12,6 +12,8 @@ process (so imports and start-up are counted, and memory is its own):
 * ``bare``: decode (``pipeline.io.audio.decode``) + to_mono + resample + ``FeatureSet.compute``
   (log_mel 80, n_fft 400, hop 160), one process, no orchestration, no store. The reference
   for per-core efficiency.
+* ``bare_x2``: the bare loop as two processes at once, each on half the files: the same 2
+  cores busy as with 2 workers, so the per-core reference for them.
 * ``seeds``: the seeds' loop as written: ``librosa.load(sr=16000)`` + ``melspectrogram`` +
   ``power_to_db``, ``np.save`` per file. One process (the seed is a serial loop).
 * ``lhotse``: ``RecordingSet.from_dir`` + ``CutSet.from_manifests`` +
@@ -58,14 +60,14 @@ def _files(corpus: pathlib.Path) -> list[str]:
 
 
 # --- children: one method each, print one JSON line ------------------------------------------
-def child_bare(corpus: pathlib.Path, work: pathlib.Path) -> dict:
+def child_bare(corpus: pathlib.Path, work: pathlib.Path, part: tuple[int, int] = (0, 1)) -> dict:
     _util.set_one_thread()
     from pipeline.features import FeaturesConfig, build_feature_set
     from pipeline.io.audio import decode, resample, to_mono
 
     sr = 16000
     fset = build_feature_set(FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}}), sr)
-    files = _files(corpus)
+    files = _files(corpus)[part[0] :: part[1]]
     audio = 0.0
     t0 = time.perf_counter()
     t_first = None
@@ -181,7 +183,8 @@ def _child_main(args) -> None:
     work.mkdir(parents=True)
     with _util.RssSampler() as mem:
         if args.child == "bare":
-            res = child_bare(corpus, work)
+            k, n = (int(v) for v in args.part.split("/"))
+            res = child_bare(corpus, work, (k, n))
         elif args.child == "seeds":
             res = child_seeds(corpus, work)
         elif args.child == "lhotse":
@@ -200,6 +203,8 @@ def _child_main(args) -> None:
 def _run(method: str, corpus: pathlib.Path, partition_seconds: float, dtype: str = "float32") -> dict:
     """One method in a fresh process. ``pipeline_wN_api``: a Prefect API already runs (as under a
     deployment); ``pipeline_wN_cluster``: the API and an N-worker Dask cluster already run."""
+    if method == "bare_x2":
+        return _run_bare_x2(corpus)
     work = WORK / f"{corpus.name}-{method}"
     env = _util.one_thread_env(PREFECT_HOME=str(WORK / f"prefect-{os.getpid()}"))
     args = ["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
@@ -217,6 +222,27 @@ def _run(method: str, corpus: pathlib.Path, partition_seconds: float, dtype: str
     res["load_before"] = os.getloadavg()[0]
     shutil.rmtree(work, ignore_errors=True)
     return res
+
+
+def _run_bare_x2(corpus: pathlib.Path) -> dict:
+    """The bare loop as two processes at once, each on half the files: the reference for the
+    per-core figures of 2 workers (the same 2 cores busy, sharing caches and memory bandwidth)."""
+    import concurrent.futures
+
+    def half(k: int) -> dict:
+        work = WORK / f"{corpus.name}-bare_x2-{k}"
+        args = ["-m", "bench.bench_pipeline", "--child", "bare", "--part", f"{k}/2", "--corpus", str(corpus), "--work", str(work)]
+        try:
+            return _util.run_child(args, env=_util.one_thread_env())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(half, (0, 1))
+    return {"audio_seconds": a["audio_seconds"] + b["audio_seconds"], "files": a["files"] + b["files"],
+            "steady_x_realtime": a["steady_x_realtime"] + b["steady_x_realtime"], "processes": 2,
+            "process_wall_seconds": max(a["process_wall_seconds"], b["process_wall_seconds"]),
+            "driver_peak_mb": max(a["driver_peak_mb"], b["driver_peak_mb"]), "worker_peak_mb": None, "halves": [a, b]}
 
 
 def _prefect_first_use() -> float:
@@ -268,6 +294,13 @@ def _ratios(t: dict[str, dict], runs: dict[str, dict]) -> dict[str, float]:
             if w in t and t[w]["steady_x_realtime_per_core"]:
                 ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
                 ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
+    if "bare_x2" in t:
+        bare2 = t["bare_x2"]["steady_x_realtime_per_core"]
+        for w in ("pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"):
+            if w in t and t[w]["steady_x_realtime_per_core"]:
+                ratios[f"{w}_steady_per_core_over_bare_x2"] = t[w]["steady_x_realtime_per_core"] / bare2
+        if "bare" in t:
+            ratios["bare_x2_per_core_over_bare"] = bare2 / runs["bare"]["steady_x_realtime"]
     return ratios
 
 
@@ -285,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scheduler", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
     args = p.parse_args([] if argv is None else argv)
     if args.child:
         _child_main(args)
@@ -294,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     corpus = make_speech(args.hours)
     small = make_speech(100 / 3600, root=ROOT / "speech-10files")
-    methods = ["bare", "seeds", "lhotse", "pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"]
+    methods = ["bare", "bare_x2", "seeds", "lhotse", "pipeline_w1", "pipeline_w2", "pipeline_w2_api", "pipeline_w2_cluster"]
     skip = {s for s in args.skip.split(",") if s}
     try:
         import lhotse  # noqa: F401
@@ -314,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in methods:
             print(f"  round {rep + 1}/{args.repeat}: {m} on {corpus.name} ...", file=sys.stderr, flush=True)
             runs[m] = _run(m, corpus, args.partition_seconds, args.dtype)
-            if rep == 0 and not args.no_startup and m != "bare":
+            if rep == 0 and not args.no_startup and not m.startswith("bare"):
                 startup[m] = _run(m, small, args.partition_seconds, args.dtype)["process_wall_seconds"]
         rounds.append(runs)
     ratio_rounds = [_ratios(_table(r, startup), r) for r in rounds]
