@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -145,6 +146,44 @@ class RssSampler:
             "forkserver_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "forkserver"), default=None),
         }
 
+
+
+@contextlib.contextmanager
+def pin_workers(cpu: int, interval: float = 0.05):
+    """Keep every thread of this process's Dask worker processes on CPU ``cpu`` while the
+    block runs (Linux). Affinity is per thread and new threads inherit their creator's, so
+    the workers' threads are pinned as soon as they appear and again every ``interval``."""
+    import psutil
+
+    me = psutil.Process()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                procs = me.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            for p in procs:
+                try:
+                    if _role(p.cmdline(), forked=p.ppid() != me.pid) != "worker":
+                        continue
+                    for t in p.threads():
+                        try:
+                            os.sched_setaffinity(t.id, {cpu})
+                        except OSError:  # a thread that has just ended
+                            pass
+                except psutil.Error:
+                    continue
+            stop.wait(interval)
+
+    thread = threading.Thread(target=loop, daemon=True, name="bench-pin-workers")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class ExternalCluster:

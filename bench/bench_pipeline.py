@@ -21,6 +21,8 @@ process (so imports and start-up are counted, and memory is its own):
 * ``pipeline_wN``: the Prefect flow ``flows.prepare.prepare`` (catalog -> store, report=False)
   with N Dask worker processes, in ``audioprep run``'s runtime (``flows.runtime.local_runtime``:
   the process starts a local Prefect API and an embedded LocalCluster, together). Cold start.
+  ``pipeline_w1``'s worker process is pinned to one CPU (``_util.pin_workers``): its
+  shard-writing thread would otherwise use the idle second core.
 * ``pipeline_w2_api``: the same, with a Prefect API already running (``PREFECT_API_URL``, as
   under a deployment or ``audioprep serve``); the process still starts its cluster.
 * ``pipeline_w2_cluster``: the API and a 2-worker ``dask scheduler``/``dask worker`` cluster
@@ -154,7 +156,8 @@ def child_pipeline(corpus: pathlib.Path, work: pathlib.Path, workers: int, parti
     # the same runtime as `audioprep run`: cluster workers start while the API boots
     marks: dict[str, float] = {}
     hooks.install(plan=lambda plan: marks.setdefault("plan", time.perf_counter()))
-    with local_runtime(workers, scheduler) as rt:
+    pin = os.environ.get("AUDIOPREP_BENCH_PIN_WORKERS_TO_CPU")
+    with local_runtime(workers, scheduler) as rt, (_util.pin_workers(int(pin)) if pin else contextlib.nullcontext()):
         t_api = time.perf_counter()
         from flows.prepare import prepare  # imported while the API booted, as in `audioprep run`
 
@@ -209,6 +212,9 @@ def _run(method: str, corpus: pathlib.Path, partition_seconds: float, dtype: str
     env = _util.one_thread_env(PREFECT_HOME=str(WORK / f"prefect-{os.getpid()}"))
     args = ["-m", "bench.bench_pipeline", "--child", method, "--corpus", str(corpus), "--work", str(work),
             "--partition-seconds", str(partition_seconds), "--dtype", dtype]
+    if method == "pipeline_w1" and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        # 1 worker = 1 core: its shard-writing thread must not borrow the idle second core
+        env["AUDIOPREP_BENCH_PIN_WORKERS_TO_CPU"] = "1"
     with contextlib.ExitStack() as stack:
         if method.endswith(("_api", "_cluster")):
             from flows.server import prefect_api
