@@ -6,6 +6,7 @@ Listing runs on the driver (one ``find`` per source, no file is opened); header 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -171,13 +172,9 @@ def probe_headers(refs: Iterable[FileRef], storage_options: dict[str, dict[str, 
             # a header sits in the first KiB: small blocks, or s3fs reads 50 MiB ahead per file;
             # libsndfile opens a local path itself: no Python read callbacks (0.085 vs 0.13 ms
             # per header through a file object, 0.23 through fsspec's)
-            if is_remote(ref.url):
-                with fs.open(path, "rb", block_size=PROBE_BLOCK_BYTES) as f, sf.SoundFile(f) as info:
-                    head = Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype)
-            else:
-                with sf.SoundFile(path) as info:
-                    head = Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype)
-            out.append(head)
+            source = fs.open(path, "rb", block_size=PROBE_BLOCK_BYTES) if is_remote(ref.url) else contextlib.nullcontext(path)
+            with source as f, sf.SoundFile(f) as info:
+                out.append(Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype))
         except Exception as exc:  # noqa: BLE001 - recorded as a reject, the run goes on
             out.append(Header(ref.example_id, 0, 0, 0, "", "", error=str(exc)[:300] or type(exc).__name__, error_class=type(exc).__name__))
     return out

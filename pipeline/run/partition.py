@@ -29,7 +29,7 @@ from pipeline.rng import example_rng
 from pipeline.run.allocator import tune_allocator
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
-from pipeline.store.shards import RegionWriter, writable, write_shards
+from pipeline.store.shards import RegionWriter, write_shards
 
 MANIFEST_DIR = "_partitions"
 
@@ -276,9 +276,9 @@ def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> tuple[dict[
     writers: dict[str, RegionWriter] = {}
     buffers: dict[str, list[np.ndarray]] = {}
     for name in layout.feature_shapes:
-        arr = group[f"features/{name}"]
-        if writable(arr, spec.start):
-            writers[name] = RegionWriter(loc, arr, spec.start)
+        writer = RegionWriter.open(loc, group[f"features/{name}"], spec.start)
+        if writer is not None:
+            writers[name] = writer
         else:
             buffers[name] = []
     return writers, buffers

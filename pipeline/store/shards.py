@@ -94,7 +94,7 @@ class RegionWriter:
     Parameters
     ----------
     loc : StoreLocation of the store ``arr`` belongs to.
-    arr : the opened ``zarr.Array``; :func:`writable` must have accepted it.
+    arr : the opened ``zarr.Array`` (:meth:`open` answers whether this writer can encode it).
     start : first row of the region, a multiple of the shard length.
     background : encode and write on a thread of this writer's own.
     """
@@ -103,8 +103,8 @@ class RegionWriter:
     #: while the partition computes and the final sync before the manifest is short.
     SYNC_EVERY_BYTES = 8 << 20
 
-    def __init__(self, loc, arr, start: int, *, background: bool = True):
-        plan = _plan(arr)
+    def __init__(self, loc, arr, start: int, *, background: bool = True, plan: dict[str, Any] | None = None):
+        plan = plan or _plan(arr)
         if plan is None or start % plan["shard"]:
             raise ValueError(f"{arr.path}: not a region this writer can encode (use write_shards)")
         self._plan = plan
@@ -124,6 +124,15 @@ class RegionWriter:
             self._queue = queue.SimpleQueue()
             self._thread = threading.Thread(target=self._drain, name=f"audioprep-writer-{arr.path}", daemon=True)
             self._thread.start()
+
+    @classmethod
+    def open(cls, loc, arr, start: int, *, background: bool = True) -> RegionWriter | None:
+        """A writer for the region of ``arr`` from row ``start``, or None when it cannot
+        encode it (another codec chain, or ``start`` not on a shard boundary)."""
+        plan = _plan(arr)
+        if plan is None or start % plan["shard"]:
+            return None
+        return cls(loc, arr, start, background=background, plan=plan)
 
     # -- caller's side ---------------------------------------------------------------------
     def append(self, rows: np.ndarray) -> None:
@@ -261,12 +270,6 @@ class RegionWriter:
             self._file = None
 
 
-def writable(arr, start: int) -> bool:
-    """Whether :class:`RegionWriter` can write ``arr`` from row ``start``."""
-    plan = _plan(arr)
-    return plan is not None and start % plan["shard"] == 0
-
-
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
@@ -301,7 +304,8 @@ def write_shards(loc, arr, start: int, parts: Sequence[np.ndarray]) -> None:
         real dtype (cast to ``arr.dtype`` as zarr would).
     """
     trailing = tuple(arr.shape[1:])
-    if not writable(arr, start) or any(tuple(p.shape[1:]) != trailing for p in parts):
+    w = RegionWriter.open(loc, arr, start, background=False)
+    if w is None or any(tuple(p.shape[1:]) != trailing for p in parts):
         block = np.concatenate(parts, axis=0).astype(arr.dtype, copy=False) if parts else np.zeros((0, *trailing), arr.dtype)
         arr[start : start + block.shape[0]] = block
         return
@@ -311,7 +315,6 @@ def write_shards(loc, arr, start: int, parts: Sequence[np.ndarray]) -> None:
     # as zarr's own path (RegionWriter's background thread is never the main thread)
     threads, numcodecs.blosc.use_threads = numcodecs.blosc.use_threads, False
     try:
-        w = RegionWriter(loc, arr, start, background=False)
         for p in parts:
             w.append(p)
         w.close()
