@@ -193,6 +193,9 @@ def _child_main(args) -> None:
         elif args.child == "lhotse":
             res = child_lhotse(corpus, work)
         elif args.child.startswith("pipeline_w"):
+            from flows.runtime import skip_final_collection
+
+            skip_final_collection()  # as `audioprep run` does
             workers = int(args.child.removeprefix("pipeline_w").split("_")[0])
             res = child_pipeline(corpus, work, workers, args.partition_seconds, scheduler=args.scheduler, dtype=args.dtype)
         else:

@@ -44,3 +44,16 @@ def test_settings_are_sent_as_objects_and_hydrate_to_prefects_own(monkeypatch):
             changed = serialize_context()
     assert _hydrated_on_a_worker(changed).settings.api.url == "http://example.invalid:4200/api"
     assert ours.settings.api.url != "http://example.invalid:4200/api"
+
+
+def test_task_and_subflow_functions_pickle_by_reference():
+    """Plain pickle refuses a function whose module name holds something else (the Task):
+    cloudpickle would then send it, and everything it references, by value on every submit."""
+    import pickle
+
+    from flows import prepare
+
+    tasks = [prepare.discover_task, prepare.probe_task, prepare.plan_task, prepare.prepare_store_task,
+             prepare.partition_task, prepare.report_task, prepare.commit_task, prepare.run_on_dask]
+    for t in tasks:
+        assert pickle.loads(pickle.dumps(t.fn)) is t.fn, t.name

@@ -58,3 +58,10 @@ def test_manifest_labels_and_split(tiny_corpus, tmp_path):
     refs2 = list_source(parse_catalog(cat).catalog.sources[0])
     assert refs2[0].label == "special" and refs2[0].split == "test"
     assert refs2[1].label == ""
+
+
+def test_local_path_is_fsspecs_path_for_paths_and_file_urls(tmp_path):
+    from pipeline.io.fs import filesystem, local_path
+
+    for url in (str(tmp_path / "a b.flac"), f"file://{tmp_path}/a b.flac"):
+        assert local_path(url) == filesystem(url)[1] == str(tmp_path / "a b.flac")

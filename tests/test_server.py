@@ -38,3 +38,59 @@ def test_a_port_taken_by_another_process_is_a_clear_error(tmp_path, monkeypatch)
             with server.prefect_api():
                 pass
     assert "PREFECT_API_URL" not in os.environ
+
+
+def _cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
+    reason="the boot split applies to 2 to 4 usable CPUs",
+)
+def test_the_booting_server_has_a_cpu_of_its_own_and_every_thread_gets_its_cpus_back(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import threading
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    mine = _cpus(0)
+    api = server.LocalApiServer()
+    api.start()
+    try:
+        last = max(mine)
+        assert _cpus(api.proc.pid) == {last} and _cpus(0) == mine - {last}
+        # started during the boot: they inherit the narrowed set, and get the full one back
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        stop, tids = threading.Event(), []
+        thread = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), stop.wait()))
+        thread.start()
+        while not tids:
+            pass
+        try:
+            assert _cpus(child.pid) == _cpus(tids[0]) == mine - {last}
+            api.wait_ready()
+            assert _cpus(api.proc.pid) == _cpus(0) == _cpus(child.pid) == _cpus(tids[0]) == mine
+        finally:
+            stop.set()
+            thread.join()
+            child.kill()
+            child.wait()
+    finally:
+        api.stop()
+    assert _cpus(0) == mine
+
+
+def test_a_failed_boot_gives_the_cpus_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    mine = _cpus(0) if hasattr(os, "sched_getaffinity") else None
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setattr(server, "free_port", lambda: busy.getsockname()[1])
+        with pytest.raises(RuntimeError):
+            with server.prefect_api():
+                pass
+    if mine is not None:
+        assert _cpus(0) == mine

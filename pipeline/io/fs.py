@@ -74,6 +74,13 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
 
+def local_path(url: str) -> str:
+    """The path of a local URL (``file://...`` or a path), as fsspec's local filesystem gives it."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem._strip_protocol(url)
+
+
 def is_remote(url: str) -> bool:
     return protocol_of(url) not in ("file", "local")
 
