@@ -18,7 +18,22 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 BOOT_TIMEOUT_SECONDS = 90.0
-_UVICORN = "import atexit, gc, runpy; atexit.register(gc.freeze); runpy.run_module('uvicorn', run_name='__main__', alter_sys=True)"
+#: The server process: uvicorn's CLI, which also ends when the process that started it does
+#: (killed, or ended by a SIGTERM that ran no cleanup), and exits without the final garbage
+#: collections (flows.runtime.skip_final_collection).
+_UVICORN = """
+import atexit, gc, os, runpy, signal, threading
+
+def _end_with_parent(fd):
+    os.read(fd, 1)  # b'' once the parent's end of the pipe is closed: it stopped us, or it ended
+    os.kill(os.getpid(), signal.SIGTERM)
+
+fd = os.environ.pop("AUDIOPREP_PARENT_PIPE_FD", None)
+if fd is not None:
+    threading.Thread(target=_end_with_parent, args=(int(fd),), daemon=True).start()
+atexit.register(gc.freeze)
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
 # health checks go straight to 127.0.0.1, never through an HTTP proxy from the environment
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -76,6 +91,7 @@ class LocalApiServer:
         self.port = 0
         self._log: Any = None
         self._cpus: BootCpus | None = None
+        self._parent_end: int | None = None
 
     @property
     def url(self) -> str:
@@ -94,9 +110,11 @@ class LocalApiServer:
         # lifespan). No run uses blocks: results are not persisted.
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
                "PREFECT_API_BLOCKS_REGISTER_ON_START": "false", "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
+        # the server reads EOF on this pipe when this process ends, however it ends
+        child_end, self._parent_end = os.pipe()
+        env["AUDIOPREP_PARENT_PIPE_FD"] = str(child_end)
         self.proc = subprocess.Popen(
             [
-                # uvicorn's CLI, exiting without the final garbage collections (flows.runtime.skip_final_collection)
                 sys.executable, "-c", _UVICORN, "--app-dir", app_dir,
                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "error", "--lifespan", "on",
@@ -104,7 +122,9 @@ class LocalApiServer:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            pass_fds=(child_end,),
         )
+        os.close(child_end)
         self._cpus = BootCpus.split(self.proc.pid)
         return self.url
 
@@ -148,6 +168,9 @@ class LocalApiServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._parent_end is not None:  # after the wait: its EOF would be a second SIGTERM
+            os.close(self._parent_end)
+            self._parent_end = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -94,3 +94,45 @@ def test_a_failed_boot_gives_the_cpus_back(tmp_path, monkeypatch):
                 pass
     if mine is not None:
         assert _cpus(0) == mine
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_the_api_server_ends_with_the_process_that_started_it(tmp_path, signal_name):
+    """A run ended by a signal that runs no cleanup leaves no API server behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "import os, sys, time\n"
+        "from flows.server import prefect_api\n"
+        "with prefect_api():\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        proc.stdout.readline()  # the server answers
+        servers = [c.pid for c in psutil.Process(proc.pid).children()]
+        assert len(servers) == 1
+        os.kill(proc.pid, getattr(signal, signal_name))
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _alive(servers[0]):
+            time.sleep(0.1)
+        assert not _alive(servers[0])
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
