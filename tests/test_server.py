@@ -97,8 +97,9 @@ def test_a_failed_boot_gives_the_cpus_back(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
-def test_the_api_server_ends_with_the_process_that_started_it(tmp_path, signal_name):
-    """A run ended by a signal that runs no cleanup leaves no API server behind."""
+def test_the_runtime_ends_with_the_process_that_started_it(tmp_path, signal_name):
+    """A run ended by a signal that runs no cleanup leaves nothing behind: its API server,
+    the embedded cluster's fork server and workers, multiprocessing's resource tracker."""
     import signal
     import subprocess
     import sys
@@ -107,25 +108,27 @@ def test_the_api_server_ends_with_the_process_that_started_it(tmp_path, signal_n
     import psutil
 
     code = (
-        "import os, sys, time\n"
-        "from flows.server import prefect_api\n"
-        "with prefect_api():\n"
-        "    print(os.getpid(), flush=True)\n"
+        "import time\n"
+        "from distributed import Client\n"
+        "from flows.runtime import local_runtime\n"
+        "with local_runtime(2) as rt:\n"
+        "    Client(rt['scheduler']).wait_for_workers(2, timeout=120)\n"
+        "    print('up', flush=True)\n"
         "    time.sleep(120)\n"
     )
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
-        proc.stdout.readline()  # the server answers
-        servers = [c.pid for c in psutil.Process(proc.pid).children()]
-        assert len(servers) == 1
+        assert proc.stdout.readline().strip() == "up"
+        left = {c.pid: " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)}
+        assert any("uvicorn" in c for c in left.values()) and any("forkserver" in c for c in left.values()), left
         os.kill(proc.pid, getattr(signal, signal_name))
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _alive(servers[0]):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in left):
             time.sleep(0.1)
-        assert not _alive(servers[0])
+        assert not [c for pid, c in left.items() if _alive(pid)]
     finally:
         proc.kill()
 
