@@ -207,14 +207,19 @@ class BootCpus:
                 return None
             before = {tid: os.sched_getaffinity(tid) for tid in _threads(os.getpid())}
             before.update({tid: os.sched_getaffinity(tid) for tid in _threads(server_pid)})
-            server_cpu = max(mine)
+        except OSError:  # a container forbids it, or the server already exited: boot as usual
+            return None
+        split = cls(server_pid, before, mine)
+        server_cpu = max(mine)
+        try:
             for tid in _threads(server_pid):
                 os.sched_setaffinity(tid, {server_cpu})
             for tid in _threads(os.getpid()):
                 os.sched_setaffinity(tid, mine - {server_cpu})
-        except OSError:  # a thread ended meanwhile, or a container forbids it: boot as usual
+        except OSError:  # a thread ended meanwhile: undo what was set, boot as usual
+            split.release()
             return None
-        return cls(server_pid, before, mine)
+        return split
 
     def release(self) -> None:
         """Every thread of the server, of this process and of its descendants gets its CPUs back."""

@@ -139,3 +139,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
+    reason="the boot split applies to 2 to 4 usable CPUs",
+)
+def test_a_split_that_fails_midway_is_undone(monkeypatch):
+    import subprocess
+    import sys
+
+    mine = _cpus(0)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    real, calls = os.sched_setaffinity, []
+
+    def flaky(tid, cpus):
+        calls.append(tid)
+        if len(calls) == 2:  # the server is pinned, this process's first thread fails
+            raise OSError("thread ended")
+        return real(tid, cpus)
+
+    monkeypatch.setattr(os, "sched_setaffinity", flaky)
+    try:
+        assert server.BootCpus.split(child.pid) is None
+        assert len(calls) > 2 and _cpus(child.pid) == _cpus(0) == mine
+    finally:
+        child.kill()
+        child.wait()
