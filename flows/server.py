@@ -180,7 +180,7 @@ class BootCpus:
     """Keeps the booting API server and this process tree on different CPUs, then gives every
     thread of both back the CPUs it had.
 
-    The server's boot is single-threaded (about 4 CPU-s of imports and app set-up) and is
+    The server's boot is single-threaded (about 3 CPU-s of imports and app set-up) and is
     what the run waits for. Time-sliced with this process's imports and the fork server's
     on 2 cores, it got 0.6 of a core and answered at 6.0 s with the other core idle for the
     last 2.5 s; on a core of its own it answers when they are done (measured here: 1 to 1.5 s
