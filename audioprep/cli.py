@@ -67,11 +67,11 @@ def run(
     report: bool = typer.Option(True, help="Write report figures beside a local store and publish them as a Prefect artifact."),
 ) -> None:
     """Prepare the dataset: discover, featurize on Dask under a Prefect flow, commit a store version."""
-    from flows.runtime import skip_final_collection
     from pipeline.config.catalog import load_catalog
     from pipeline.config.checks import check_sources
     from pipeline.errors import AudioprepError, CatalogError
     from pipeline.run.commit import reject_fraction
+    from pipeline.run.warmup import skip_final_collection
 
     t0 = time.perf_counter()
     skip_final_collection()

@@ -193,7 +193,7 @@ def _child_main(args) -> None:
         elif args.child == "lhotse":
             res = child_lhotse(corpus, work)
         elif args.child.startswith("pipeline_w"):
-            from flows.runtime import skip_final_collection
+            from pipeline.run.warmup import skip_final_collection
 
             skip_final_collection()  # as `audioprep run` does
             workers = int(args.child.removeprefix("pipeline_w").split("_")[0])

@@ -7,7 +7,6 @@ scheduler); discovery, planning and the commit run in the flow's process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -19,7 +18,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 from prefect.utilities.annotations import quote
 
 from flows import heartbeat, hooks
@@ -252,9 +250,7 @@ def _prepare(catalog_path: str, store: str | None, workers: int | None, schedule
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
     # The subflow runs in this flow's process, whose heartbeats already tell the API it is
     # alive; its own heartbeat thread only cost up to 1 s at exit (it sleeps in 1 s steps).
-    # Entering settings validates them all again (0.16 s): only when heartbeats are on.
-    beats = get_current_settings().flows.heartbeat_frequency is not None
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}) if beats else contextlib.nullcontext():
+    with heartbeat.prefect_thread_off():
         summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")

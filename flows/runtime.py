@@ -10,9 +10,7 @@ deployment) no API is started; with a scheduler address no cluster is started.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -93,19 +91,6 @@ def local_runtime(
     finally:
         if "c" in cluster:  # also when the API failed to start; close() is idempotent
             cluster["c"].close()
-
-
-def skip_final_collection() -> None:
-    """Make this process exit without the interpreter's last garbage collections.
-
-    At exit CPython collects every object of the process several times while it tears its
-    modules down: with a run's modules imported (Prefect, Dask, pydantic, zarr: ~1,700) that
-    alone took 0.4 s here (0.03 s with the heap frozen), after every result was written and
-    every resource closed. ``gc.freeze`` as an exit handler leaves the objects to the OS; the
-    other exit handlers run as before. For a process about to end (the CLI), never a
-    library call.
-    """
-    atexit.register(gc.freeze)
 
 
 def _watch_workers(cluster, n: int, timeout: float = WORKER_START_TIMEOUT_SECONDS) -> None:

@@ -20,7 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 BOOT_TIMEOUT_SECONDS = 90.0
 #: The server process: uvicorn's CLI, which also ends when the process that started it does
 #: (killed, or ended by a SIGTERM that ran no cleanup), and exits without the final garbage
-#: collections (flows.runtime.skip_final_collection).
+#: collections (pipeline.run.warmup.skip_final_collection).
 _UVICORN = """
 import atexit, gc, os, runpy, signal, threading
 

@@ -24,7 +24,7 @@ def _frozen_at_exit(code: str) -> bool:
     ("code", "frozen"),
     [
         ("pass", False),
-        ("from flows.runtime import skip_final_collection\nskip_final_collection()", True),
+        ("from pipeline.run.warmup import skip_final_collection\nskip_final_collection()", True),
         ("import pipeline.run.warmed", True),  # the fork server's preload
     ],
 )

@@ -163,7 +163,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
                     if name in writers:
                         writers[name].append(x)
                     else:
-                        buffers[name].append(x)
+                        buffers[name][1].append(x)
                     if row["copy"] == 0 and it.split in ctx.norm_splits:
                         stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
                 if fset.summary_columns():
@@ -267,29 +267,28 @@ def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fs
     return out
 
 
-def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> tuple[dict[str, RegionWriter], dict[str, list[np.ndarray]]]:
-    """A streaming writer per feature array of this partition's region, and a buffer per
-    array that must be written through zarr instead (another codec chain)."""
+def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> tuple[dict[str, RegionWriter], dict[str, tuple[Any, list[np.ndarray]]]]:
+    """A streaming writer per feature array of this partition's region, and, for an array
+    that must be written through zarr instead (another codec chain), the opened array and a
+    buffer of its rows."""
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     writers: dict[str, RegionWriter] = {}
-    buffers: dict[str, list[np.ndarray]] = {}
+    buffers: dict[str, tuple[Any, list[np.ndarray]]] = {}
     for name in layout.feature_shapes:
-        writer = RegionWriter.open(loc, group[f"features/{name}"], spec.start)
+        arr = group[f"features/{name}"]
+        writer = RegionWriter.open(loc, arr, spec.start)
         if writer is not None:
             writers[name] = writer
         else:
-            buffers[name] = []
+            buffers[name] = (arr, [])
     return writers, buffers
 
 
-def _write_buffered(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, list[np.ndarray]]) -> None:
-    import zarr
-
-    group = zarr.open_group(loc.zarr_store(), mode="r+")
-    for name, parts in buffers.items():
-        write_shards(loc, group[f"features/{name}"], spec.start, parts)
+def _write_buffered(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, tuple[Any, list[np.ndarray]]]) -> None:
+    for arr, parts in buffers.values():
+        write_shards(loc, arr, spec.start, parts)
         parts.clear()
 
 

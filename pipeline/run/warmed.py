@@ -5,15 +5,11 @@ A failure here must not kill the fork server (its workers would then fail to sta
 cause shown): it is skipped, and each worker's own warm-up preload raises it with a traceback.
 """
 
-import atexit
-import gc
-
-from pipeline.run.warmup import warm
+from pipeline.run.warmup import skip_final_collection, warm
 
 # The fork server ends when the process that started it does, and holds that process's output
-# pipes until then: a shell's `| tee` waits for it. Its exit skips the interpreter's last
-# garbage collections over everything it imported (0.7 s here; flows.runtime.skip_final_collection).
-atexit.register(gc.freeze)
+# pipes until then: a shell's `| tee` waits for it (0.7 s of final collections here).
+skip_final_collection()
 
 try:
     warm()

@@ -14,7 +14,9 @@ API's own start.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import os
 from collections.abc import Sequence
 
@@ -39,6 +41,19 @@ def warm(sample_rate: int = 16000) -> None:
 
     tune_allocator()
     build_feature_set(FeaturesConfig(), sample_rate).compute(np.zeros(sample_rate, dtype=np.float32))
+
+
+def skip_final_collection() -> None:
+    """Make this process exit without the interpreter's last garbage collections.
+
+    At exit CPython collects every object of the process several times while it tears its
+    modules down: with a run's modules imported (Prefect, Dask, pydantic, zarr: ~1,700) that
+    alone took 0.4 s here (0.03 s with the heap frozen), after every result was written and
+    every resource closed. ``gc.freeze`` as an exit handler leaves the objects to the OS; the
+    other exit handlers run as before. For a process about to end (the CLI, the fork
+    server), never a library call.
+    """
+    atexit.register(gc.freeze)
 
 
 def dask_setup(worker=None) -> None:
