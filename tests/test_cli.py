@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pathlib
+import sqlite3
 import subprocess
 import sys
-import pathlib
 
 import pytest
 
@@ -50,6 +52,11 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
         assert word in out, word
     summary = json.loads((tmp_path / "sum.json").read_text())
     assert summary["examples"] == 32 and sum(sum(v.values()) for v in summary["counts"].values()) == 32
+    # the run's own API wrote task-run states in batches (flows.server.TASK_RUN_RECORDER_BATCHING);
+    # the last batch went to its database when it stopped: every partition is recorded, completed
+    with contextlib.closing(sqlite3.connect(tmp_path / "prefect" / "prefect.db")) as db:
+        states = db.execute("SELECT name, state_type FROM task_run WHERE name LIKE 'partition-%' ORDER BY name").fetchall()
+    assert states == [(f"partition-{i:05d}", "COMPLETED") for i in range(summary["partitions"])]
     r = cli("inspect", str(tmp_path / "s.zarr"))
     assert r.returncode == 0 and "log_mel" in r.stdout and "float32" in r.stdout and "provenance" in r.stdout
     r = cli("export", str(tmp_path / "s.zarr"), "--table", "summaries", "--format", "csv", "--out", str(tmp_path / "sum.csv"))

@@ -97,7 +97,9 @@ def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, t
                 trs = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-")), limit=200, sort=TaskRunSort.NAME_ASC)
                 return [t for t in trs if t.state_type.value == "COMPLETED"]
 
-        assert len(asyncio.run(runs())) >= summary["partitions"]
+        from tests.test_flow_e2e import eventually
+
+        assert len(eventually(lambda: asyncio.run(runs()), lambda r: len(r) >= summary["partitions"])) >= summary["partitions"]
     finally:
         for p in reversed(procs):
             p.terminate()

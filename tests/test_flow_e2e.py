@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -31,6 +32,18 @@ def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
+
+
+def eventually(read, done, timeout: float = 15.0):
+    """``read()`` until ``done(result)`` or ``timeout`` seconds; the last result. Task runs reach
+    the API through events, and the local API records them in batches (at least once a
+    second: flows.server.TASK_RUN_RECORDER_BATCHING)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = read()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
 
 
 def _all_arrays(store):
@@ -91,7 +104,7 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     arts = asyncio.run(artifacts())
     assert "32" in arts["audioprep-summary"]["data"] and "| train |" in arts["audioprep-summary"]["data"]
     assert f"{store2}.report/v00001" in arts["audioprep-report"]["data"] and ".png)" in arts["audioprep-report"]["data"]
-    runs = asyncio.run(names())
+    runs = eventually(lambda: asyncio.run(names()), lambda r: len(r) == summary["partitions"] and {s for _, s in r} == {"COMPLETED"})
     # the secret reached no file of the store or of the Prefect API's database, and no output
     import os
 
@@ -121,9 +134,10 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
             )
             return sorted(r.name for r in runs)
 
-    assert asyncio.run(probes(started1)) == [f"probe-headers-{i}" for i in range(4)]
+    expected = [f"probe-headers-{i}" for i in range(4)]
+    assert eventually(lambda: asyncio.run(probes(started1)), lambda r: r == expected) == expected
     # the first run read its 32 local headers in one task run of the flow's process
-    assert asyncio.run(probes(started)) == sorted(["probe-headers-0"] + [f"probe-headers-{i}" for i in range(4)])
+    assert asyncio.run(probes(started)) == sorted(["probe-headers-0", *expected])
     a, b = _all_arrays(store2), _all_arrays(store1)
     assert a.keys() == b.keys()
     for k in a:

@@ -27,6 +27,21 @@ def test_local_api_answers_exports_its_url_and_stops(tmp_path, monkeypatch):
         urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://127.0.0.1:{port}/api/health", timeout=2)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a process's environment from /proc")
+def test_the_server_batches_task_run_states_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "7")
+    api = server.LocalApiServer()
+    api.start()
+    try:
+        with open(f"/proc/{api.proc.pid}/environ", "rb") as f:
+            env = dict(item.split("=", 1) for item in f.read().decode().split("\0") if "=" in item)
+    finally:
+        api.stop()
+    assert env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "100"
+    assert env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] == "7"  # the user's value
+
+
 def test_a_port_taken_by_another_process_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
