@@ -96,6 +96,29 @@ def test_the_booting_server_has_a_cpu_of_its_own_and_every_thread_gets_its_cpus_
     assert _cpus(0) == mine
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
+    reason="the boot split applies to 2 to 4 usable CPUs",
+)
+def test_the_cpus_come_back_when_the_server_answers_before_the_caller_waits_for_it(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    mine = _cpus(0)
+    api = server.LocalApiServer()
+    api.start()
+    try:
+        assert _cpus(0) == mine - {max(mine)}
+        deadline = time.monotonic() + server.BOOT_TIMEOUT_SECONDS
+        while _cpus(0) != mine and time.monotonic() < deadline:  # never calls wait_ready
+            time.sleep(0.05)
+        assert _cpus(0) == _cpus(api.proc.pid) == mine
+        with server._DIRECT.open(f"{api.url}/health", timeout=5) as r:  # given back once it answered
+            assert r.status == 200
+    finally:
+        api.stop()
+
+
 def test_a_failed_boot_gives_the_cpus_back(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
