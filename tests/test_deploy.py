@@ -310,6 +310,10 @@ def _preloads(args: list[str]) -> list[str]:
 def test_compose_wires_prefect_dask_and_minio():
     services = compose()["services"]
     assert services["prefect-server"]["command"].startswith("prefect server start --host 0.0.0.0")
+    # the same task-run recorder batching as the run's own local API
+    from flows.server import TASK_RUN_RECORDER_BATCHING
+
+    assert TASK_RUN_RECORDER_BATCHING.items() <= services["prefect-server"]["environment"].items()
     assert services["scheduler"]["command"].startswith("dask scheduler")
     worker, flow = services["worker"], services["flow"]
     assert worker["command"].startswith("dask worker tcp://scheduler:8786")
@@ -370,6 +374,9 @@ def test_daskcluster_and_prefect_worker():
     assert "create" in jobs_rule["verbs"]
     server = deployments["prefect-server"]["spec"]["template"]["spec"]["containers"][0]
     assert server["command"][:5] == ["prefect", "server", "start", "--host", "0.0.0.0"]
+    from flows.server import TASK_RUN_RECORDER_BATCHING
+
+    assert TASK_RUN_RECORDER_BATCHING.items() <= {e["name"]: e["value"] for e in server["env"]}.items()
 
 
 def _refs(obj, kinds=("configMapRef", "secretRef", "configMapKeyRef", "secretKeyRef", "configMap", "secret")) -> set[tuple[str, str]]:
