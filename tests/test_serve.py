@@ -103,9 +103,30 @@ def _task_runs(client, prefix: str, timeout: float = 15.0) -> list:
         time.sleep(0.5)
 
 
+def _idle(proc: subprocess.Popen, timeout: float = 60.0) -> float:
+    """Wait until the serving process runs no flow run (its subprocess has exited); seconds waited.
+
+    A run's subprocess outlives its flow's last state by its own shutdown (the embedded
+    cluster, the fork server); stopping the service is tested between runs, not during one."""
+    import psutil
+
+    t0 = deadline = time.monotonic()
+    deadline += timeout
+    while time.monotonic() < deadline:
+        try:
+            running = [c for c in psutil.Process(proc.pid).children() if "prefect.engine" in " ".join(c.cmdline())]
+        except psutil.Error:
+            break
+        if not running:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """Ctrl-C (the runner stops and pauses the schedule), then kill what is left of its group."""
     if proc.poll() is None:
+        print(f"served flow run's process gone after {_idle(proc):.1f} s")
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=20)
