@@ -55,14 +55,18 @@ def test_a_port_taken_by_another_process_is_a_clear_error(tmp_path, monkeypatch)
     assert "PREFECT_API_URL" not in os.environ
 
 
+#: Tests of BootCpus: it splits CPUs only where there are 2 to 4 of them.
+boot_split = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
+    reason="the boot split applies to 2 to 4 usable CPUs",
+)
+
+
 def _cpus(pid: int) -> set[int]:
     return os.sched_getaffinity(pid)
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
-    reason="the boot split applies to 2 to 4 usable CPUs",
-)
+@boot_split
 def test_the_booting_server_has_a_cpu_of_its_own_and_every_thread_gets_its_cpus_back(tmp_path, monkeypatch):
     import subprocess
     import sys
@@ -96,10 +100,7 @@ def test_the_booting_server_has_a_cpu_of_its_own_and_every_thread_gets_its_cpus_
     assert _cpus(0) == mine
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
-    reason="the boot split applies to 2 to 4 usable CPUs",
-)
+@boot_split
 def test_the_cpus_come_back_when_the_server_answers_before_the_caller_waits_for_it(tmp_path, monkeypatch):
     import time
 
@@ -179,10 +180,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not 2 <= len(os.sched_getaffinity(0)) <= server.BootCpus.MAX_CPUS,
-    reason="the boot split applies to 2 to 4 usable CPUs",
-)
+@boot_split
 def test_a_split_that_fails_midway_is_undone(monkeypatch):
     import subprocess
     import sys
