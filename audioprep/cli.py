@@ -71,10 +71,9 @@ def run(
     from pipeline.config.checks import check_sources
     from pipeline.errors import AudioprepError, CatalogError
     from pipeline.run.commit import reject_fraction
-    from pipeline.run.warmup import skip_final_collection
+    from pipeline.run.preflight import preflight
 
     t0 = time.perf_counter()
-    skip_final_collection()
     try:
         loaded = load_catalog(catalog)
         problems = check_sources(loaded)
@@ -88,9 +87,12 @@ def run(
     if overwrite:
         _delete_store(store or loaded.catalog.output.store, loaded.catalog.output.storage_options)
     try:
-        from audioprep.progress import run_with_progress
+        # a locked or incompatible store, or one with nothing to do, answers before any API or cluster starts
+        summary = None if overwrite else preflight(loaded, store)
+        if summary is None:
+            from audioprep.progress import run_with_progress
 
-        summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report)
+            summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report)
     except AudioprepError as exc:
         _fail(exc)
         return

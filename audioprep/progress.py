@@ -49,11 +49,7 @@ def run_with_progress(catalog: str, *, store: str | None, workers: int | None, s
 
     hooks.install(plan=on_plan, partition=on_partition, dashboard=lambda link: progress.console.print(f"Dask dashboard: {link}"))
     try:
-        # the API process starts first; the flow code is imported while it boots
-        with local_runtime(workers, scheduler, catalog_path=catalog) as rt:
-            if rt["dashboard"]:
-                hooks.install(dashboard=None)
-                progress.console.print(f"Dask dashboard: {rt['dashboard']}")
+        with local_runtime(scheduler) as rt:
             from flows.prepare import prepare
 
             quiet()  # again: importing Prefect configured its loggers

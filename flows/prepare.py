@@ -20,16 +20,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
-from flows import heartbeat, hooks
-from flows.dask_runner import KeyedDaskTaskRunner
-from flows.runtime import FORKSERVER_PRELOAD
+from prefect_dask import DaskTaskRunner
+
+from flows import hooks
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
 from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
+from pipeline.run.allocator import worker_malloc_environ
 from pipeline.run.partition import process_partition
-from pipeline.run.warmup import use_forkserver
 from pipeline.store.location import acquire_lock, release_lock
 from pipeline.store.state import read_state
 
@@ -119,71 +119,64 @@ def submit_taking_results(submit: Callable[[Any], PrefectFuture], items: Iterabl
     return submitted
 
 
-#: Dask's housekeeping intervals for the embedded cluster, whose scheduler and nannies run in
-#: the flow's process and whose workers compute on the same cores. Dask's defaults (every
-#: server's event-loop tick every 20 ms, memory checks every 100 ms) cost 0.09 of a core on
-#: an idle 2-worker cluster here; these 0.02. Only Dask's defaults are replaced: a value the
-#: user configured (file or ``DASK_*`` variable) is kept.
-HOUSEKEEPING = {
+#: Dask settings for the embedded cluster, applied only while the run's cluster is built (a
+#: ``dask.config.set`` block) and sent to its workers. Its scheduler and nannies run in the
+#: flow's process on the cores the workers compute on: housekeeping every 500 ms instead of
+#: 20/100 ms, and the statistical profiler (the dashboard's Profile page, sampling every
+#: worker thread 100 times a second) off. A value the user configured is kept.
+EMBEDDED_DEFAULTS = {
     "distributed.admin.tick.interval": ("20ms", "500ms"),
     "distributed.worker.memory.monitor-interval": ("100ms", "500ms"),
+    "distributed.worker.profile.enabled": (True, False),
 }
 
 
-def housekeeping_config() -> dict[str, str]:
-    """The :data:`HOUSEKEEPING` settings still at Dask's default, with their new values."""
+def embedded_cluster_config() -> dict[str, Any]:
+    """The :data:`EMBEDDED_DEFAULTS` still at Dask's default, with their new values, and
+    the allocator environment for the workers' start (Dask's ``pre-spawn-environ``)."""
     import dask
 
-    return {key: new for key, (default, new) in HOUSEKEEPING.items() if dask.config.get(key, default=None) in (default, None)}
+    config = {key: new for key, (default, new) in EMBEDDED_DEFAULTS.items() if dask.config.get(key, default=None) in (default, None)}
+    for name, value in worker_malloc_environ().items():
+        config[f"distributed.nanny.pre-spawn-environ.{name}"] = value
+    return config
 
 
 def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> dict[str, Any]:
-    """An embedded LocalCluster of worker processes that report to this process's Prefect API
-    and import the task code while they start, not on their first partition.
+    """An embedded LocalCluster of worker processes that report to this run's Prefect API,
+    warm up while they start (``pipeline.run.warmup`` preload), and serve their dashboard on
+    loopback only."""
+    from prefect.settings import get_current_settings
 
-    Workers are forked from a warm fork server (:func:`pipeline.run.warmup.use_forkserver`)
-    that has also imported Prefect and this module (:mod:`flows.forked`), and Dask's
-    statistical profiler (the dashboard's Profile page, which samples every worker thread
-    100 times a second) is off: measured here, 4% of steady-state throughput.
-    ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True`` turns it back on. Dask's housekeeping
-    runs less often (:data:`HOUSEKEEPING`); the scheduler and the nannies are built in this
-    process, so the settings are applied here as well as sent to the workers.
-    """
-    import dask
-
-    use_forkserver(FORKSERVER_PRELOAD)
-    tuned = housekeeping_config()
-    dask.config.set(tuned)
+    env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
+    url = get_current_settings().api.url
+    if url:  # never one server per worker: every worker reports to this run's API
+        env["PREFECT_API_URL"] = str(url)
     return {
         "n_workers": workers or os.cpu_count() or 1,
         "threads_per_worker": threads_per_worker,
         "processes": True,
-        "dashboard_address": ":0",
+        "dashboard_address": "127.0.0.1:0",
         "silence_logs": logging.WARNING,
-        "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")},
-        "preload": [*FORKSERVER_PRELOAD, "pipeline.run.warmup"],
-        "config": {"distributed.worker.profile.enabled": _profile_enabled(), **tuned},
+        "env": env,
+        "preload": ["pipeline.run.warmup"],
+        "config": {k: v for k, v in embedded_cluster_config().items() if not k.startswith("distributed.nanny.")},
     }
 
 
-def _profile_enabled() -> bool:
-    value = os.environ.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> KeyedDaskTaskRunner:
-    """An existing scheduler, or an embedded LocalCluster of worker processes."""
+def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> DaskTaskRunner:
+    """prefect-dask's runner on an existing scheduler, or on an embedded LocalCluster."""
     if scheduler:
-        return KeyedDaskTaskRunner(address=scheduler)
-    return KeyedDaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(workers, threads_per_worker))
+        return DaskTaskRunner(address=scheduler)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(workers, threads_per_worker))
 
 
 def _dashboard_link() -> str | None:
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
-    client = getattr(getattr(ctx, "task_runner", None), "_client", None) if ctx else None
-    return getattr(client, "dashboard_link", None)
+    runner = getattr(ctx, "task_runner", None) if ctx else None
+    return getattr(runner.client, "dashboard_link", None) if isinstance(runner, DaskTaskRunner) else None
 
 
 def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, Any]:
@@ -240,17 +233,12 @@ def prepare(
     With ``report`` (and a local store), the figures of ``audioprep report`` are written
     beside the store (``<store>.report/vNNNNN/``) and published as a markdown artifact.
     """
-    with heartbeat.emitting():  # when the runtime took them over from Prefect (flows.heartbeat)
-        return _prepare(catalog_path, store, workers, scheduler, report)
-
-
-def _prepare(catalog_path: str, store: str | None, workers: int | None, scheduler: str | None, report: bool) -> dict[str, Any]:
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
-    # The subflow runs in this flow's process, whose heartbeats already tell the API it is
-    # alive; its own heartbeat thread only cost up to 1 s at exit (it sleeps in 1 s steps).
-    with heartbeat.prefect_thread_off():
+    import dask
+
+    with dask.config.set(embedded_cluster_config() if not (scheduler or ex.scheduler) else {}):
         summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
@@ -268,5 +256,5 @@ if __name__ == "__main__":
 
     from flows.runtime import local_runtime
 
-    with local_runtime(None, None) as rt:
+    with local_runtime() as rt:
         print(prepare(sys.argv[1], scheduler=rt["scheduler"]))

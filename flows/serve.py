@@ -11,8 +11,13 @@ to the same API) and the credentials that ``${VAR}`` placeholders in the catalog
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
-from typing import TYPE_CHECKING
+import signal
+from typing import TYPE_CHECKING, Any
+
+from prefect.logging import get_logger
+from prefect.runner import Runner
 
 from pipeline.config.catalog import load_catalog
 from pipeline.errors import ConfigError
@@ -57,7 +62,7 @@ def build_deployment(catalog: str | pathlib.Path, *, cron: str = DEFAULT_CRON, n
 
 
 def serve_catalog(catalog: str, *, cron: str, name: str = DEFAULT_NAME, limit: int | None = None) -> None:
-    """Serve ``prepare(catalog_path=CATALOG)`` on the cron schedule until interrupted.
+    """Serve ``prepare(catalog_path=CATALOG)`` on the cron schedule until Ctrl-C or SIGTERM.
 
     Parameters
     ----------
@@ -71,17 +76,63 @@ def serve_catalog(catalog: str, *, cron: str, name: str = DEFAULT_NAME, limit: i
     Prefect Cloud: a temporary API started for the process does not run the scheduler,
     so the schedule would never fire.
 
-    This is ``prepare.serve(...)`` spelled as ``prefect.serve(prepare.to_deployment(...))``:
-    ``Flow.serve`` hands the in-memory flow to each run's subprocess by pickling its
-    function by value, which drops names the module uses only in annotations (the flows
-    annotate with ``LoadedCatalog``; the run then fails in parameter validation). Served
-    through a deployment, each run imports ``flows.prepare`` afresh by its module path,
-    as a work-pool worker running ``deploy/prefect.yaml`` does.
-    """
-    from prefect import serve
+    The deployment is served by a ``prefect.runner.Runner`` (what ``prefect.serve`` does),
+    so each run imports ``flows.prepare`` afresh by its module path, as a work-pool worker
+    running ``deploy/prefect.yaml`` does. (``prepare.serve(...)`` would hand the in-memory
+    flow to each run's subprocess pickled by value, which drops names the module uses only
+    in annotations; the run then fails in parameter validation.)
 
-    require_api_url()
-    serve(build_deployment(catalog, cron=cron, name=name), limit=limit)
+    Stopping: Ctrl-C (SIGINT) and SIGTERM both stop polling, cancel a run in progress,
+    pause the schedule and return; a second SIGTERM while stopping interrupts at once.
+    This call installs the SIGTERM handling for its duration (see ``ServeRunner``):
+    call it from the main thread of a process that is about to end, as ``audioprep serve``.
+    """
+    url = require_api_url()
+    deployment = build_deployment(catalog, cron=cron, name=name)
+    runner = ServeRunner(pause_on_shutdown=True, limit=limit)
+    runner.add_deployment(deployment)
+    print(
+        f"Serving prepare/{deployment.name} on cron {cron!r} ({TIMEZONE}) from {url}\n"
+        f"Trigger a run now: prefect deployment run prepare/{deployment.name}\n"
+        "Stop: Ctrl-C or SIGTERM (the schedule is paused).",
+        flush=True,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: asyncio.run cancelled the runner, which paused the schedule on its way out
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+class ServeRunner(Runner):
+    """A ``prefect.runner.Runner`` whose SIGTERM stops it the way ``Runner.astop`` does.
+
+    ``Runner.start`` installs ``handle_sigterm`` as the process's SIGTERM handler. Prefect
+    3.8's own handler calls ``stop()`` inside the running event loop, where that only makes
+    an ``astop()`` coroutine that is never awaited ("coroutine 'Runner.astop' was never
+    awaited"), then raises SystemExit out of whatever the loop was doing. This handler
+    schedules ``astop()`` on the loop instead: polling stops, a run in progress is
+    cancelled, and ``start()`` returns through the runner's exit, which pauses the
+    schedule. A second SIGTERM while stopping raises KeyboardInterrupt, as a second
+    Ctrl-C would.
+    """
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving (yet, or any more): end as Ctrl-C would
+            raise KeyboardInterrupt from None
+        if self.stopping or not self.started:
+            raise KeyboardInterrupt
+        get_logger("runner").info("SIGTERM received: stopping, pausing the schedule")
+        self.stopping = True
+
+        def stop() -> None:
+            self.stop_task = loop.create_task(self.astop())  # held: the loop keeps only a weak reference
+
+        loop.call_soon_threadsafe(stop)
 
 
 def require_api_url() -> str:
@@ -110,4 +161,4 @@ def cron_schedule(cron: str, timezone: str = TIMEZONE):
     return Cron(cron, timezone=timezone)
 
 
-__all__ = ["build_deployment", "serve_catalog", "require_api_url", "cron_schedule", "DEFAULT_NAME", "DEFAULT_CRON"]
+__all__ = ["build_deployment", "serve_catalog", "ServeRunner", "require_api_url", "cron_schedule", "DEFAULT_NAME", "DEFAULT_CRON"]

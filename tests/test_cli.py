@@ -70,8 +70,20 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
 
     t = pq.read_table(tmp_path / "sum.parquet")
     assert t.num_rows == 32 and t.column_names == header
-    r = cli("run", str(p), "--workers", "1", env_extra=env)
-    assert r.returncode == 0 and "up to date" in r.stdout
+    # Answered before any API or cluster starts: an unreachable API URL is never contacted.
+    offline = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    r = cli("run", str(p), "--workers", "1", env_extra=offline)
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    # a store written with other settings is refused the same way, naming the way out
+    other = write_catalog(tmp_path / "c-other.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 64}}))
+    r = cli("run", str(other), env_extra=offline)
+    assert r.returncode == 2 and "other audio/feature/augment" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    # a store locked by a live run elsewhere too
+    lock = {"host": "another-host", "pid": 1, "run_id": "20260101T000000Z-abcdef", "since": "2026-01-01T00:00:00+00:00"}
+    (tmp_path / "s.zarr" / "_lock.json").write_text(json.dumps(lock))
+    r = cli("run", str(p), env_extra=offline)
+    assert r.returncode == 2 and "is locked by run 20260101T000000Z-abcdef" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_inspect_missing_store_is_a_clear_error(tmp_path):

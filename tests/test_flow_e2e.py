@@ -96,12 +96,14 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
             )
             return [(r.name, r.state_type.value) for r in runs]
 
-    async def artifacts():
-        async with get_client() as client:
-            r = await client._client.post("/artifacts/filter", json={"sort": "CREATED_DESC", "limit": 50, "offset": 0})
-            return {a["key"]: a for a in r.json()}
+    def artifacts():  # Prefect's documented REST API
+        import httpx
 
-    arts = asyncio.run(artifacts())
+        r = httpx.post(f"{api}/artifacts/filter", json={"sort": "CREATED_DESC", "limit": 50, "offset": 0})
+        r.raise_for_status()
+        return {a["key"]: a for a in r.json()}
+
+    arts = artifacts()
     assert "32" in arts["audioprep-summary"]["data"] and "| train |" in arts["audioprep-summary"]["data"]
     assert f"{store2}.report/v00001" in arts["audioprep-report"]["data"] and ".png)" in arts["audioprep-report"]["data"]
     runs = eventually(lambda: asyncio.run(names()), lambda r: len(r) == summary["partitions"] and {s for _, s in r} == {"COMPLETED"})
@@ -147,97 +149,61 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     np.testing.assert_array_equal(a["examples/partition"], b["examples/partition"])
 
 
-def test_local_runtime_warms_workers_and_runs_the_flow_on_them(api, tiny_corpus, tmp_path):
-    """`audioprep run`'s runtime: the embedded cluster's workers are warm before the first task
-    (the FFT, zarr, a cached FeatureSet), the flow runs on that cluster, and the
-    cluster is gone afterwards."""
-    from distributed import Client
+def _worker_state(_i: int) -> dict:
+    import os
+    import sys
 
-    from flows.prepare import prepare
-    from flows.runtime import local_runtime
+    import dask
+    from prefect.settings import get_current_settings
 
-    def warm_state():
-        import sys
+    from pipeline.features import build_feature_set
 
-        from pipeline.features import build_feature_set
-
-        return sorted(m for m in ("scipy.fft", "zarr", "soxr", "soundfile") if m in sys.modules), build_feature_set.cache_info().currsize
-
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    store = tmp_path / "rt.zarr"
-    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store))
-    # heartbeats on, as with a user's server: the runtime takes them over from Prefect
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), local_runtime(2, None) as rt:
-        assert rt["api_url"] == api and rt["dashboard"].startswith("http://")
-        with Client(rt["scheduler"]) as client:
-            client.wait_for_workers(2, timeout=60)  # the runtime yields before its workers are up
-            states = client.run(warm_state)
-            assert len(states) == 2
-            assert all(mods == ["scipy.fft", "soundfile", "soxr", "zarr"] and cached >= 1 for mods, cached in states.values()), states
-
-            def origin():
-                import os
-
-                import psutil
-                from prefect.settings import get_current_settings
-
-                import dask
-
-                # forked from the warm fork server, yet with this run's API (read after the fork);
-                # Dask's statistical profiler off
-                return (" ".join(psutil.Process().parent().cmdline()), os.environ.get("PREFECT_API_URL"), get_current_settings().api.url,
-                        dask.config.get("distributed.worker.profile.enabled"))
-
-            for parent, env_url, settings_url, profiling in client.run(origin).values():
-                assert "multiprocessing.forkserver" in parent and env_url == settings_url == api, (parent, env_url, settings_url)
-                assert profiling is False
-
-            def calls():
-                from pipeline.features import build_feature_set
-
-                info = build_feature_set.cache_info()
-                return info.hits + info.misses
-
-            before = sum(client.run(calls).values())
-            state = prepare(str(cat), scheduler=rt["scheduler"], report=False, return_state=True)
-            summary = state.result()
-            assert summary["examples"] == 32
-            # the partitions ran on this cluster's workers: each partition made one FeatureSet call
-            assert sum(client.run(calls).values()) == before + summary["partitions"]
-    with pytest.raises(OSError):
-        with Client(rt["scheduler"], timeout=2):
-            pass
-    # one heartbeat event for the flow run: audioprep's (flows.heartbeat), not also Prefect's
-    beats = _heartbeats(state.state_details.flow_run_id)
-    assert len(beats) == 1, beats
-    # the event Prefect's thread would send: this flow run, related to its flow (Prefect's
-    # events worker may add the run context it was started in)
-    assert {"prefect.resource.role": "flow", "prefect.resource.name": "prepare"}.items() <= next(
-        r for r in beats[0]["related"] if r["prefect.resource.role"] == "flow").items(), json.dumps(beats)
+    return {
+        "warm": sorted(m for m in ("scipy.fft", "zarr", "soxr", "soundfile") if m in sys.modules),
+        "feature_sets": build_feature_set.cache_info().currsize,
+        "env_api": os.environ.get("PREFECT_API_URL"),
+        "settings_api": str(get_current_settings().api.url),
+        "profiling": dask.config.get("distributed.worker.profile.enabled"),
+        "malloc": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+        "pid": os.getpid(),
+    }
 
 
-def _heartbeats(flow_run_id, settle_seconds: float = 2.0) -> list[dict]:
-    import time
+def test_embedded_cluster_workers_are_warm_report_to_the_runs_api_and_go_away(api):
+    """The embedded LocalCluster the prepare flow runs on (prefect-dask's DaskTaskRunner): its
+    workers preloaded the warm-up, report to this run's API (never a server of their own),
+    run without Dask's statistical profiler, start with the allocator environment, serve the
+    dashboard on loopback only, and are gone when the flow ends."""
+    import dask
+    import psutil
+    from prefect import flow, task
 
-    from prefect.client.orchestration import get_client
-    from prefect.events.worker import EventsWorker
+    from flows.prepare import embedded_cluster_config, task_runner
+    from pipeline.run.allocator import worker_malloc_environ
 
-    EventsWorker.drain_all(timeout=10)
+    state_task = task(name="worker-state")(_worker_state)
+    seen: dict = {}
 
-    async def read():
-        async with get_client() as client:
-            r = await client._client.post("/events/filter", json={
-                "filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
-                "limit": 50})
-            r.raise_for_status()
-            return r.json()["events"]
+    def body():
+        from prefect.context import FlowRunContext
 
-    deadline = time.monotonic() + 30  # the API persists events in batches
-    while not (found := asyncio.run(read())) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(settle_seconds)  # a second heartbeat sent at the same time would be stored by now
-    return asyncio.run(read())
+        runner = FlowRunContext.get().task_runner
+        states = [f.result() for f in [state_task.submit(i) for i in range(6)]]
+        seen["dashboard"] = runner.client.dashboard_link
+        return states
+
+    with dask.config.set(embedded_cluster_config()):
+        states = flow(name="probe-workers", task_runner=task_runner(2, None))(body)()
+    assert len({s["pid"] for s in states}) <= 2
+    for s in states:
+        assert s["warm"] == ["scipy.fft", "soundfile", "soxr", "zarr"] and s["feature_sets"] >= 1, s
+        assert s["env_api"] == s["settings_api"] == api, s
+        assert s["profiling"] is False
+        assert s["malloc"] == worker_malloc_environ()
+    assert seen["dashboard"].startswith("http://127.0.0.1:")
+    assert not any(psutil.pid_exists(s["pid"]) for s in states)
+    # the block restored Dask's own configuration in this process
+    assert dask.config.get("distributed.worker.profile.enabled") is True
 
 
 def test_partition_results_are_taken_while_later_partitions_are_still_submitted(api):
@@ -271,35 +237,3 @@ def test_partition_results_are_taken_while_later_partitions_are_still_submitted(
     assert events.index("result 0") < events.index("submit 4")
     assert sorted(e for e in events if e.startswith("result")) == sorted(f"result {i * i}" for i in range(6))
     assert [e for e in events if e.startswith("submit")] == [f"submit {i}" for i in range(6)]
-
-
-_CLIENTS_SEEN: list = []  # filled in the worker process (kept alive there: ids stay unique)
-
-
-def test_task_runs_on_a_worker_thread_share_one_api_client(api):
-    """Sync task runs submitted by KeyedDaskTaskRunner reuse their worker thread's Prefect
-    client (Prefect's own path builds two per task run, each with a new SSL context); results
-    and states are as before."""
-    from prefect import flow, task
-    from prefect.client.orchestration import get_client
-
-    from flows.dask_runner import KeyedDaskTaskRunner
-
-    @task
-    def note_client(i: int) -> tuple[int, int]:
-        import importlib
-
-        client = get_client(sync_client=True)
-        importlib.import_module("tests.test_flow_e2e")._CLIENTS_SEEN.append(client)
-        return i * 10, id(client)
-
-    runner = KeyedDaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"})
-
-    @flow(task_runner=runner)
-    def run() -> list[tuple[int, int]]:
-        futures = [note_client.submit(i) for i in range(4)]
-        return [f.result() for f in futures]
-
-    out = run()
-    assert [r for r, _ in out] == [0, 10, 20, 30]
-    assert len({cid for _, cid in out}) == 1  # one client for the worker thread's four task runs

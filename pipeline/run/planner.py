@@ -94,6 +94,16 @@ def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation) -> None:
+    """Raise StoreError when the committed store was written with other settings than ``fp``'s."""
+    if prev is not None and prev.fingerprint != fp:
+        raise StoreError(
+            f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings "
+            f"(fingerprint {prev.fingerprint}, now {fp}). Point output.store at a new path, or "
+            "rerun with --overwrite to rebuild it."
+        )
+
+
 def make_run_layout(loaded: LoadedCatalog) -> Layout:
     c = loaded.catalog
     fset = build_feature_set(c.features, c.audio.sample_rate)
@@ -126,12 +136,7 @@ def build_plan(
     layout = make_run_layout(loaded)
     fp = fingerprint(loaded, layout)
     prev = read_state(location) if previous == "read" else previous
-    if prev is not None and prev.fingerprint != fp:
-        raise StoreError(
-            f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings "
-            f"(fingerprint {prev.fingerprint}, now {fp}). Point output.store at a new path, or "
-            "rerun with --overwrite to rebuild it."
-        )
+    check_fingerprint(prev, fp, location)
     fset = build_feature_set(c.features, c.audio.sample_rate)
     chain = build_chain(c.augment)
     sr = c.audio.sample_rate

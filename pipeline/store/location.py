@@ -112,16 +112,12 @@ def lock_owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def acquire_lock(loc: StoreLocation, run_id: str) -> dict[str, Any]:
-    """Take the store's run lock, or raise :class:`StoreLockedError` naming its owner.
-
-    A lock left by a dead process on this host (a killed run) is taken over: that is what
-    lets a resumed run continue. Any other lock must be broken explicitly
-    (``audioprep unlock STORE``).
-    """
+def check_unlocked(loc: StoreLocation) -> dict[str, Any] | None:
+    """Raise :class:`StoreLockedError` when a live run holds the store's lock; return a stale
+    lock's contents (a dead process on this host: a resumed run takes it over), else None."""
     current = loc.read_json(LOCK_PATH)
-    me = {**lock_owner(), "run_id": run_id, "since": _now()}
     if current:
+        me = lock_owner()
         same_host = current.get("host") == me["host"]
         if not (same_host and (current.get("pid") == me["pid"] or not _pid_alive(int(current.get("pid", -1))))):
             raise StoreLockedError(
@@ -129,6 +125,19 @@ def acquire_lock(loc: StoreLocation, run_id: str) -> dict[str, Any]:
                 f"pid {current.get('pid')}, since {current.get('since')}). Wait for it to finish; if that run "
                 f"is dead, break the lock with `audioprep unlock {loc.url}`."
             )
+    return current
+
+
+def acquire_lock(loc: StoreLocation, run_id: str) -> dict[str, Any]:
+    """Take the store's run lock, or raise :class:`StoreLockedError` naming its owner.
+
+    A lock left by a dead process on this host (a killed run) is taken over: that is what
+    lets a resumed run continue. Any other lock must be broken explicitly
+    (``audioprep unlock STORE``).
+    """
+    current = check_unlocked(loc)
+    me = {**lock_owner(), "run_id": run_id, "since": _now()}
+    if current:
         me["took_over_from"] = current.get("run_id")
     loc.write_json(LOCK_PATH, me)
     check = loc.read_json(LOCK_PATH)
