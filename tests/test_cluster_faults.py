@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+from threadpoolctl import threadpool_limits
 
 from flows.server import free_port
 from pipeline import open_dataset
@@ -65,7 +66,10 @@ def reference_store(tiny_corpus, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("ref")
     loaded = load_catalog(write_catalog(d / "c.yaml", base_catalog(tiny_corpus, d / "ref.zarr", execution={"partition_seconds": 3})))
-    run_catalog(loaded)
+    # one BLAS thread, as Dask starts every worker process (distributed.nanny.pre-spawn-environ):
+    # a multi-threaded BLAS sums matrix products in another order (float32 round-off)
+    with threadpool_limits(limits=1):
+        run_catalog(loaded)
     return d / "ref.zarr"
 
 
