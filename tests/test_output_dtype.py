@@ -196,7 +196,7 @@ def test_changing_dtype_of_an_existing_store_is_refused(stores, tmp_path):
     cat["output"]["dtype"] = "float16"
     with pytest.raises(StoreError, match=r"output\.dtype") as err:
         steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
-    assert "fingerprint" in str(err.value) and "--overwrite" in str(err.value)
+    assert "output.dtype: (default) -> float16" in str(err.value) and "--overwrite" in str(err.value)
     # the store is untouched: still float32, one version
     g = zarr.open_group(str(store), mode="r")
     assert g["features/log_mel"].dtype == np.float32

@@ -94,14 +94,38 @@ def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation) -> None:
-    """Raise StoreError when the committed store was written with other settings than ``fp``'s."""
-    if prev is not None and prev.fingerprint != fp:
-        raise StoreError(
-            f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings "
-            f"(fingerprint {prev.fingerprint}, now {fp}). Point output.store at a new path, or "
-            "rerun with --overwrite to rebuild it."
-        )
+#: The catalog sections whose settings change the stored bytes (the fingerprint's inputs).
+FINGERPRINTED = ("audio", "features", "augment", "seed", "output.dtype", "execution.partition_seconds")
+
+
+def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation, loaded: LoadedCatalog | None = None) -> None:
+    """Raise StoreError when the committed store was written with other settings than ``fp``'s,
+    naming the settings that changed (when the store recorded its catalog) and the ways out."""
+    if prev is None or prev.fingerprint == fp:
+        return
+    changed = settings_changed(prev.meta.get("catalog") or {}, loaded.redacted) if loaded is not None else []
+    what = "; ".join(changed[:8]) + ("; ..." if len(changed) > 8 else "") if changed else f"fingerprint {prev.fingerprint}, now {fp}"
+    raise StoreError(
+        f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings ({what}). "
+        "Point output.store at a new path, or rerun with --overwrite to rebuild it."
+    )
+
+
+def settings_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``key.path: old -> new`` for every fingerprinted setting that differs between two
+    catalogs as written (a key left out reads as ``(default)``)."""
+
+    def flat(d: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(d, dict):
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            return out
+        return {prefix: d}
+
+    a, b = flat(before, ""), flat(after, "")
+    keys = sorted(k for k in a.keys() | b.keys() if any(k == s or k.startswith(s + ".") for s in FINGERPRINTED) and a.get(k, "(default)") != b.get(k, "(default)"))
+    return [f"{k}: {a.get(k, '(default)')} -> {b.get(k, '(default)')}" for k in keys]
 
 
 def make_run_layout(loaded: LoadedCatalog) -> Layout:
@@ -136,7 +160,7 @@ def build_plan(
     layout = make_run_layout(loaded)
     fp = fingerprint(loaded, layout)
     prev = read_state(location) if previous == "read" else previous
-    check_fingerprint(prev, fp, location)
+    check_fingerprint(prev, fp, location, loaded)
     fset = build_feature_set(c.features, c.audio.sample_rate)
     chain = build_chain(c.augment)
     sr = c.audio.sample_rate
