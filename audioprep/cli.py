@@ -92,7 +92,7 @@ def run(
         if summary is None:
             from audioprep.progress import run_with_progress
 
-            summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report)
+            summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report, t0=t0)
     except AudioprepError as exc:
         _fail(exc)
         return
@@ -119,8 +119,9 @@ def _delete_store(url: str, options: dict[str, Any]) -> None:
 def print_summary(summary: dict[str, Any]) -> None:
     from pipeline.report.summary import throughput_x_realtime
 
+    wall = summary.get("wall_seconds", 0)
     if summary.get("up_to_date"):
-        console.print(f"[green]store is up to date[/]: no new or changed files, no feature work ({summary.get('wall_seconds', 0):.1f} s)")
+        console.print(f"[green]up to date: nothing to do[/] (no new, changed or removed files; {wall:.1f} s)")
     t = Table(title=f"examples per split and label (version {summary.get('version')})")
     t.add_column("split")
     t.add_column("label")
@@ -129,12 +130,27 @@ def print_summary(summary: dict[str, Any]) -> None:
         for label, n in labels.items():
             t.add_row(split, label, str(n))
     console.print(t)
-    console.print(f"audio: {summary.get('audio_hours', 0):.4f} h in store; processed {(summary.get('processed_audio_seconds') or 0) / 3600:.4f} h this run")
+    processed_h = (summary.get("processed_audio_seconds") or 0) / 3600
+    console.print(f"audio: {summary.get('audio_hours', 0):.4f} h in store")
     console.print(f"rejected files: {summary.get('rejected', 0)}")
     for r in (summary.get("reject_rows") or [])[:10]:
         console.print(f"  [yellow]{r['source']}:{r['path']}[/] [{r['stage']}] {r['error_class']}: {r['message']}")
-    console.print(f"wall time: {summary.get('wall_seconds', 0):.1f} s; throughput: {throughput_x_realtime(summary):.1f}x realtime")
+    if summary.get("up_to_date"):
+        console.print(f"store: {summary.get('store')}")
+        return
+    done, total = summary.get("partitions_already_done", 0), summary.get("partitions", 0)
+    if done:
+        console.print(f"resumed: {done} of {total} partitions already committed; processed {processed_h:.4f} h")
+    else:
+        console.print(f"processed {processed_h:.4f} h in {total} partition(s)")
+    ready = summary.get("ready_seconds")
+    console.print(
+        f"wall time: {wall:.1f} s" + (f" (ready in {ready:.1f} s)" if ready is not None else "")
+        + f"; throughput: {throughput_x_realtime(summary):.1f}x realtime (audio processed this run / wall time)"
+    )
     console.print(f"store: {summary.get('store')}")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
 
 
 @app.command()

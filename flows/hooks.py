@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-_HOOKS: dict[str, Callable[..., None] | None] = {"plan": None, "partition": None, "dashboard": None}
+_HOOKS: dict[str, Callable[..., None] | None] = {"plan": None, "ready": None, "partition": None}
 
 
 def install(**hooks: Callable[..., None] | None) -> None:

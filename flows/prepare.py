@@ -76,10 +76,15 @@ def _partition(spec: Packed, ctx: Packed, index: int):
     return process_partition(spec.value, ctx.value)
 
 
+def report_dir(store_url: str, version: int) -> str:
+    """Where a run writes the figures of the version it committed (a local store only)."""
+    return f"{store_url}.report/v{version:05d}"
+
+
 def _report(store_url: str, version: int) -> str:
     from pipeline.report.figures import markdown_report  # matplotlib: imported only when reporting
 
-    return markdown_report(store_url, out=f"{store_url}.report/v{version:05d}")
+    return markdown_report(store_url, out=report_dir(store_url, version))
 
 
 def _commit(plan, wall_seconds):
@@ -207,16 +212,22 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
             return steps.up_to_date_summary(plan, time.perf_counter() - t0)
         logger.info("%d partition(s), %.2f h of audio to process", len(plan.partitions), plan.planned_audio_seconds / 3600)
         hooks.emit("plan", plan)
-        link = _dashboard_link()
+        link = _dashboard_link()  # the embedded cluster starts here, at the runner's first use
         if link:
             logger.info("Dask dashboard: %s", link)
-            hooks.emit("dashboard", link)
+        hooks.emit("ready", link)
         prepare_store_task(quote(plan))
         ctx = Packed(plan.ctx)
-        submit_taking_results(
-            lambda p: partition_task.submit(Packed(p), ctx, index=p.index), plan.partitions, lambda r: hooks.emit("partition", r)
-        )
-        return commit_task(quote(plan), time.perf_counter() - t0)
+        done = {"skipped": 0, "seconds": 0.0}
+
+        def on_result(r: dict[str, Any]) -> None:
+            # a partition committed by an interrupted run is skipped, and its audio is not processed again
+            done["skipped" if r["skipped"] else "seconds"] += 1 if r["skipped"] else r["audio_seconds"]
+            hooks.emit("partition", r)
+
+        submit_taking_results(lambda p: partition_task.submit(Packed(p), ctx, index=p.index), plan.partitions, on_result)
+        summary = commit_task(quote(plan), time.perf_counter() - t0)
+        return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"]}
     finally:
         release_lock(location, run_id)
 
@@ -244,6 +255,7 @@ def prepare(
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")
         if report and not is_remote(summary["store"]):
             md = report_task(summary["store"], summary["version"])
+            summary["report"] = report_dir(summary["store"], summary["version"])
             create_markdown_artifact(md, key="audioprep-report", description="figures of the new store version")
         rows = reject_table_rows(summary)
         if rows:

@@ -48,9 +48,16 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     r = cli("run", str(p), "--workers", "2", "--json", str(tmp_path / "sum.json"), env_extra=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    for word in ("train", "val", "test", "rejected files: 0", "x realtime", "store:"):
+    for word in ("train", "val", "test", "rejected files: 0", "store:"):
         assert word in out, word
     summary = json.loads((tmp_path / "sum.json").read_text())
+    # one throughput, saying what it divides; start-up on its own; where the report went
+    x = summary["processed_audio_seconds"] / summary["wall_seconds"]
+    assert f"throughput: {x:.1f}x realtime (audio processed this run / wall time)" in out
+    assert f"processed {summary['processed_audio_seconds'] / 3600:.4f} h in {summary['partitions']} partition(s)" in out
+    assert f"(ready in {summary['ready_seconds']:.1f} s)" in out and 0 < summary["ready_seconds"] < summary["wall_seconds"]
+    report_dir = tmp_path / "s.zarr.report" / "v00001"
+    assert f"report: {report_dir}" in out and (report_dir / "index.html").exists()
     assert summary["examples"] == 32 and sum(sum(v.values()) for v in summary["counts"].values()) == 32
     # the run's own API wrote task-run states in batches (flows.server.TASK_RUN_RECORDER_BATCHING);
     # the last batch went to its database when it stopped: every partition is recorded, completed
@@ -73,7 +80,7 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     # Answered before any API or cluster starts: an unreachable API URL is never contacted.
     offline = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     r = cli("run", str(p), "--workers", "1", env_extra=offline)
-    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0 and "up to date: nothing to do" in r.stdout and "realtime" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     # a store written with other settings is refused the same way, naming the way out
     other = write_catalog(tmp_path / "c-other.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 64}}))
     r = cli("run", str(other), env_extra=offline)

@@ -176,4 +176,8 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     s = json.loads((tmp_path / "s.json").read_text())
     total = len(list((store / "_partitions").glob("*.json")))
     assert s["examples"] == 32 and s["partitions"] == total and done_before < total
+    # only the recomputed partitions count as processed audio
+    assert s["partitions_already_done"] == done_before
+    assert f"resumed: {done_before} of {total} partitions already committed" in r.stdout
+    assert 0 < s["processed_audio_seconds"] < s["audio_hours"] * 3600
     _same_examples(store, reference_store)
