@@ -26,10 +26,9 @@ from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, re
 from pipeline.io.fetch import fetch_many
 from pipeline.plan.partition import PartitionSpec, WorkItem
 from pipeline.rng import example_rng
-from pipeline.run.allocator import tune_allocator
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
-from pipeline.store.shards import RegionWriter, write_shards
+from pipeline.store.shards import RegionWriter
 
 MANIFEST_DIR = "_partitions"
 
@@ -90,7 +89,6 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
         return _summary(done, skipped=True)
 
     t0 = time.perf_counter()
-    tune_allocator()
     sr = ctx.audio.sample_rate
     fset = build_feature_set(ctx.features, sr)
     chain = build_chain(ctx.augment)
@@ -113,9 +111,8 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             fetch_many(urls, ctx.source_options.get(source, {}), concurrency=ctx.fetch_concurrency, cache=mode, cache_dir=cache_dir, content_keys=keys)
         )
 
-    # features go to the store while the partition computes (RegionWriter's thread); an
-    # array it cannot encode is buffered and written through zarr at the end
-    writers, buffers = _open_region(loc, spec, layout)
+    # features go to the store a shard at a time while the partition computes (RegionWriter's thread)
+    writers = _open_region(loc, spec, layout)
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     summaries: list[list[float]] = []
@@ -160,10 +157,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
                     )
                 for name in layout.feature_shapes:
                     x = feats[name][None] if dense else feats[name]  # dense: each clip is one row (row, frame, bin)
-                    if name in writers:
-                        writers[name].append(x)
-                    else:
-                        buffers[name][1].append(x)
+                    writers[name].append(x)
                     if row["copy"] == 0 and it.split in ctx.norm_splits:
                         stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
                 if fset.summary_columns():
@@ -185,7 +179,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
                 )
                 cursor += span
         for w in writers.values():
-            w.close()  # the last shards; raises what a writer's thread raised
+            w.close()  # the last shards, fill up to the region's end; raises what a write raised
     except BaseException:
         for w in writers.values():  # no writer thread outlives a failed partition
             w.abort()
@@ -193,9 +187,6 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     delay = _fault_delay_seconds()
     if delay:
         time.sleep(delay)
-    if cursor and buffers:
-        _write_buffered(loc, spec, buffers)
-    buffers.clear()
 
     manifest = {
         "partition_id": spec.partition_id,
@@ -267,29 +258,12 @@ def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fs
     return out
 
 
-def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> tuple[dict[str, RegionWriter], dict[str, tuple[Any, list[np.ndarray]]]]:
-    """A streaming writer per feature array of this partition's region, and, for an array
-    that must be written through zarr instead (another codec chain), the opened array and a
-    buffer of its rows."""
+def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> dict[str, RegionWriter]:
+    """A writer per feature array for this partition's region ``[start, start + capacity)``."""
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
-    writers: dict[str, RegionWriter] = {}
-    buffers: dict[str, tuple[Any, list[np.ndarray]]] = {}
-    for name in layout.feature_shapes:
-        arr = group[f"features/{name}"]
-        writer = RegionWriter.open(loc, arr, spec.start)
-        if writer is not None:
-            writers[name] = writer
-        else:
-            buffers[name] = (arr, [])
-    return writers, buffers
-
-
-def _write_buffered(loc: StoreLocation, spec: PartitionSpec, buffers: dict[str, tuple[Any, list[np.ndarray]]]) -> None:
-    for arr, parts in buffers.values():
-        write_shards(loc, arr, spec.start, parts)
-        parts.clear()
+    return {name: RegionWriter(group[f"features/{name}"], spec.start, end=spec.start + spec.capacity) for name in layout.feature_shapes}
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:

@@ -1,325 +1,200 @@
-"""Whole-shard writes: a partition's shards, encoded and written while it computes.
+"""Whole-shard writes through zarr: a partition's rows, written a shard at a time.
 
-A partition owns whole shards (``Layout``), so it never needs zarr's read-modify-write path.
-``arr[a:b] = block`` needed the partition's features concatenated into one block (a
-copy of ~60 MB per 1800 s of log-mel) and then spent about 0.15 s per partition in zarr's
-per-chunk async pipeline. :class:`RegionWriter` assembles each inner chunk from the
-per-clip arrays in one small reused buffer as they arrive, encodes it at once (on a
-thread of its own, beside the partition's compute) and produces the same bytes zarr would
-(same codec configuration, index layout and empty-chunk rule; ``tests/test_shards.py``
-compares them): a local shard is written chunk by chunk, a remote one put whole.
+A partition owns whole shards (``Layout``), so no two writers ever touch one shard.
+:class:`RegionWriter` keeps a partition's rows only until a shard is full and then writes
+that shard with ``arr[a:b] = block``, zarr's public API, on one background thread while
+the partition computes the next rows. Memory per array is bounded by two shards (the one
+being written and the one being filled).
 
-Arrays with any other codec chain than the one :mod:`pipeline.store.layout` creates
-(``bytes`` little-endian + one ``blosc`` inside ``sharding_indexed``, index ``bytes`` +
-``crc32c`` at the end, empty chunks not written) fall back to ``arr[...] = block``
-(:func:`write_shards`).
+Because every write covers a whole shard, every inner chunk of it is replaced: a retried
+partition overwrites what an earlier attempt left (zarr 3.1 still reads the old shard
+object first, one GET per shard on S3; zarr 3.4 skips that read for a whole-shard write).
+A shard that holds only the fill value is not stored, and zarr deletes an existing object
+at its key (``write_empty_chunks=False``, zarr's default); ``tests/test_shards.py`` checks
+both.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
-import queue
-import sys
-import threading
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
 
-import google_crc32c
 import numpy as np
 
-MISSING = np.uint64(2**64 - 1)
-"""Index entry (offset and length) of an inner chunk that holds only the fill value."""
 
-_FINISH, _ABORT = object(), object()  # RegionWriter's queue: what ends its thread
-
-
-def _plan(arr) -> dict[str, Any] | None:
-    """The sharding parameters of ``arr`` when this module can encode its shards exactly."""
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-    from zarr.codecs.sharding import ShardingCodecIndexLocation
-
-    meta = arr.metadata
-    if getattr(meta, "zarr_format", None) != 3 or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
-        return None
-    sharding = meta.codecs[0]
-    inner = sharding.codecs
-    if not (
-        len(inner) == 2
-        and isinstance(inner[0], BytesCodec)
-        and isinstance(inner[1], BloscCodec)
-        and [type(c) for c in sharding.index_codecs] == [BytesCodec, Crc32cCodec]
-        and sharding.index_location == ShardingCodecIndexLocation.end
-        and sys.byteorder == "little"
-        and (inner[0].endian is None or inner[0].endian.value == "little")
-        and sharding.index_codecs[0].endian.value == "little"
-        and arr.dtype.byteorder in ("=", "<", "|")
-        and arr.order == "C"
-    ):
-        return None
-    shard_shape = tuple(meta.chunk_grid.chunk_shape)
-    chunk_shape = tuple(sharding.chunk_shape)
-    # only axis 0 is split: every trailing axis is one whole chunk (pipeline.store.layout);
-    # all-fill chunks are skipped, as zarr does by default
-    if shard_shape[1:] != tuple(arr.shape[1:]) or chunk_shape[1:] != shard_shape[1:] or shard_shape[0] % chunk_shape[0]:
-        return None
-    if arr.config.write_empty_chunks:
-        return None
-    return {
-        "shard": shard_shape[0],
-        "chunk": chunk_shape[0],
-        "encoder": _encoder(inner[1]),
-        "fill": np.asarray(meta.fill_value, dtype=arr.dtype),
-        "key": meta.chunk_key_encoding.encode_chunk_key,
-        "ndim": arr.ndim,
-    }
+def write_unit(arr) -> int:
+    """Rows along axis 0 that one write covers without touching a neighbour's object:
+    the shard length of a sharded array, else the chunk length."""
+    return int((arr.shards or arr.chunks)[0])
 
 
 class RegionWriter:
-    """Writes the rows of a shard-aligned region of one array as they are computed.
+    """Writes the rows of one region of axis 0 of ``arr`` as they are computed.
 
-    Rows arrive in order with :meth:`append`; every inner chunk is Blosc-encoded as soon as
-    it is full and written to its shard, and a shard is finished (index, CRC32C, synced) as
-    soon as its last chunk is. With ``background=True`` that work runs on a thread of its
-    own, while the caller computes the next rows: Blosc and file writes release the GIL,
-    so a partition's writing overlaps its decoding and features instead of following
-    them, and only the clips not yet written are held in memory. :meth:`close` waits for
-    the thread and raises what it raised.
-
-    The bytes are those zarr writes (same codec configuration, index layout and
-    empty-chunk rule; ``tests/test_shards.py``): a chunk of only the fill value is not
-    stored, a shard of only such chunks is not written (a stale one from an earlier
-    attempt is removed), and the rows after the data are the fill value.
+    Rows arrive in order with :meth:`append`. As soon as a shard's rows are all there, the
+    shard is written with ``arr[a:b] = block`` (zarr encodes and stores it); with
+    ``background=True`` on a thread of this writer's own, so that writing overlaps the
+    caller's computing. At most one write is in flight: the next full shard waits for it,
+    which bounds memory to two shards. :meth:`close` writes the last shard (the rows after
+    the data are the fill value), clears the rest of the region up to ``end``, waits for the
+    thread and raises what a write raised; :meth:`abort` stops without writing and never
+    raises.
 
     Parameters
     ----------
-    loc : StoreLocation of the store ``arr`` belongs to.
-    arr : the opened ``zarr.Array`` (:meth:`open` answers whether this writer can encode it).
-    start : first row of the region, a multiple of the shard length.
-    background : encode and write on a thread of this writer's own.
+    arr : the opened ``zarr.Array``.
+    start : first row of the region. A partition's region starts on a shard boundary; a
+        region that does not has a partial first shard, which zarr merges with the rows
+        already stored there (read, modify, write).
+    end : end of the region (exclusive). :meth:`close` writes fill values into every shard
+        from the last one with data up to ``end``, so an earlier attempt's objects there are
+        removed. None: the region ends with the shard the data ends in.
+    background : write on a thread of this writer's own.
     """
 
-    #: Local shard files are synced every this many bytes, so the kernel writes them back
-    #: while the partition computes and the final sync before the manifest is short.
-    SYNC_EVERY_BYTES = 8 << 20
-
-    def __init__(self, loc, arr, start: int, *, background: bool = True, plan: dict[str, Any] | None = None):
-        plan = plan or _plan(arr)
-        if plan is None or start % plan["shard"]:
-            raise ValueError(f"{arr.path}: not a region this writer can encode (use write_shards)")
-        self._plan = plan
+    def __init__(self, arr, start: int, *, end: int | None = None, background: bool = True):
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"{arr.path}: region [{start}, {end}) is not a region of axis 0")
+        self._arr = arr
+        self._unit = write_unit(arr)
         self._trailing = tuple(arr.shape[1:])
-        self._fs, root = loc.fs_root()
-        self._base = f"{root}/{arr.path}"
-        self._remote = loc.remote
-        self._shard_no = start // plan["shard"]
-        self._n_chunks = plan["shard"] // plan["chunk"]
-        self._buf = np.empty((plan["chunk"], *self._trailing), dtype=arr.dtype)
+        self._fill = arr.fill_value
+        self._end = end
+        self._at = start  # first row of the shard being filled
+        self._buf: np.ndarray | None = None  # that shard's rows, allocated when its first rows arrive
         self._filled = 0
-        self._new_shard()
-        self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue | None = None
-        self._thread: threading.Thread | None = None
-        if background:
-            self._queue = queue.SimpleQueue()
-            self._thread = threading.Thread(target=self._drain, name=f"audioprep-writer-{arr.path}", daemon=True)
-            self._thread.start()
-
-    @classmethod
-    def open(cls, loc, arr, start: int, *, background: bool = True) -> RegionWriter | None:
-        """A writer for the region of ``arr`` from row ``start``, or None when it cannot
-        encode it (another codec chain, or ``start`` not on a shard boundary)."""
-        plan = _plan(arr)
-        if plan is None or start % plan["shard"]:
-            return None
-        return cls(loc, arr, start, background=background, plan=plan)
+        self._pending: Future | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"audioprep-writer-{arr.path}") if background else None
+        self._local_root = _local_root(arr)
 
     # -- caller's side ---------------------------------------------------------------------
     def append(self, rows: np.ndarray) -> None:
-        """Add ``rows`` [shape=(n, *arr.shape[1:])], any real dtype (cast as zarr would).
+        """Add ``rows`` [shape=(n, *arr.shape[1:])], any real dtype (cast to ``arr.dtype``).
 
-        The writer keeps a reference until the rows are encoded: do not modify them.
+        The rows are copied into the shard's buffer: the caller may reuse them.
         """
         if tuple(rows.shape[1:]) != self._trailing:
             raise ValueError(f"rows of shape {rows.shape[1:]} for an array of rows {self._trailing}")
-        if self._queue is None:
-            self._consume(rows)
-            return
-        if self._error is not None:
-            self.close()  # raises the writer's error now rather than after the whole partition
-        self._queue.put(rows)
+        self._raise_early()
+        at, n = 0, rows.shape[0]
+        while at < n:
+            if self._buf is None:
+                size = self._shard_end(self._at) - self._at
+                if size <= 0:
+                    raise ValueError(f"{self._arr.path}: rows past the end of the region ({self._end})")
+                self._buf = np.empty((size, *self._trailing), dtype=self._arr.dtype)
+            take = min(self._buf.shape[0] - self._filled, n - at)
+            self._buf[self._filled : self._filled + take] = rows[at : at + take]
+            self._filled += take
+            at += take
+            if self._filled == self._buf.shape[0]:
+                self._submit_shard()
 
     def close(self) -> None:
-        """Write what is left (the last chunk and shard); wait for the thread; raise its error."""
-        if self._thread is not None:
-            if self._thread.is_alive():
-                self._queue.put(_FINISH)
-                self._thread.join()
-            if self._error is not None:
-                raise self._error
-            return
-        self._finish()
+        """Write the last shard and clear the rest of the region; wait; raise a write's error."""
+        try:
+            if self._buf is not None:
+                self._buf[self._filled :] = self._fill
+                self._submit_shard()
+            while self._end is not None and self._at < self._end:  # shards after the data
+                a, b = self._at, self._shard_end(self._at)
+                self._submit(a, b, None)
+                self._at = b
+            self._wait()
+        finally:
+            self._shutdown()
 
     def abort(self) -> None:
         """Stop without writing what is left (the partition failed); never raises.
 
-        Shards already written stay: the partition has no manifest, so a retry rewrites
-        them."""
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(_ABORT)
-            self._thread.join()
-        self._close_file()
-
-    # -- writer's side ---------------------------------------------------------------------
-    def _drain(self) -> None:
-        item = None
+        Shards already written stay: the partition has no manifest, so a retry rewrites them.
+        """
+        self._buf = None
         try:
-            while True:
-                item = self._queue.get()
-                if item is _FINISH:
-                    self._finish()
-                    return
-                if item is _ABORT:
-                    self._close_file()
-                    return
-                self._consume(item)
-                item = None  # the clip is encoded: do not hold it while waiting
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by close()
-            self._error = exc
-            self._close_file()
-            while item is not _FINISH and item is not _ABORT:  # release the clips still queued
-                item = self._queue.get()
+            self._wait()
+        except BaseException:  # noqa: BLE001 - the partition's own error is the one reported
+            pass
+        self._shutdown()
 
-    def _consume(self, rows: np.ndarray) -> None:
-        chunk, buf = self._plan["chunk"], self._buf
-        at, n = 0, rows.shape[0]
-        while at < n:
-            take = min(chunk - self._filled, n - at)
-            buf[self._filled : self._filled + take] = rows[at : at + take]
-            self._filled += take
-            at += take
-            if self._filled == chunk:
-                self._chunk_done()
+    # -- writing ---------------------------------------------------------------------------
+    def _shard_end(self, row: int) -> int:
+        b = (row // self._unit + 1) * self._unit
+        return b if self._end is None else min(b, self._end)
 
-    def _finish(self) -> None:
-        if self._filled:
-            self._buf[self._filled :] = self._plan["fill"]
-            self._chunk_done()
-        if self._k:  # the shard the data ended in; its remaining chunks hold only the fill value
-            self._shard_done()
+    def _submit_shard(self) -> None:
+        buf, self._buf, self._filled = self._buf, None, 0
+        a = self._at
+        self._at = a + buf.shape[0]
+        self._submit(a, self._at, buf)
 
-    def _new_shard(self) -> None:
-        self._k = 0  # inner chunks of this shard handled so far
-        self._index = np.full((self._n_chunks, 2), MISSING, dtype="<u8")
-        self._pieces: list[bytes] = []  # remote: the shard's bytes, put whole at its end
-        self._file = None
-        self._offset = 0
-        self._unsynced = 0
+    def _submit(self, a: int, b: int, block: np.ndarray | None) -> None:
+        self._wait()  # one write in flight: memory stays at two shards
+        if self._pool is None:
+            self._write(a, b, block)
+        else:
+            self._pending = self._pool.submit(self._write, a, b, block)
 
-    def _path(self) -> str:
-        coords = (self._shard_no,) + (0,) * (self._plan["ndim"] - 1)
-        return f"{self._base}/{self._plan['key'](coords)}"
+    def _write(self, a: int, b: int, block: np.ndarray | None) -> None:
+        # None: only the fill value, which zarr does not store (and deletes at that key)
+        self._arr[a:b] = self._fill if block is None else block
+        if self._local_root is not None:
+            _sync_shards(self._local_root, self._arr, a, b, self._unit)
 
-    def _chunk_done(self) -> None:
-        buf, self._filled = self._buf, 0
-        if not _all_fill(buf, self._plan["fill"]):
-            data = self._plan["encoder"].encode(buf.reshape(-1).view(np.uint8))
-            self._emit(data)
-            self._index[self._k] = (self._offset, len(data))
-            self._offset += len(data)
-        self._k += 1
-        if self._k == self._n_chunks:
-            self._shard_done()
+    def _wait(self) -> None:
+        f, self._pending = self._pending, None
+        if f is not None:
+            f.result()
 
-    def _emit(self, data: bytes) -> None:
-        if self._remote:
-            self._pieces.append(data)
-            return
-        if self._file is None:
-            path = self._path()
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._file = open(path, "wb")
-        self._file.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= self.SYNC_EVERY_BYTES:
-            self._file.flush()
-            _sync_and_drop(self._file.fileno())
-            self._unsynced = 0
+    def _raise_early(self) -> None:
+        f = self._pending
+        if f is not None and f.done():
+            self._wait()  # a failed write surfaces now, not after the whole partition
 
-    def _shard_done(self) -> None:
-        if self._offset:
-            index_bytes = self._index.tobytes()
-            tail = [index_bytes, google_crc32c.value(index_bytes).to_bytes(4, "little")]
-            if self._remote:
-                self._fs.pipe_file(self._path(), b"".join([*self._pieces, *tail]))  # one PUT: objects are written whole
-            else:
-                f, self._file = self._file, None
-                with f:
-                    f.writelines(tail)
-                    f.flush()
-                    # durable before the partition's manifest (its commit marker) is written
-                    _sync_and_drop(f.fileno())
-        else:  # only fill values: zarr writes no object, and one from an earlier attempt goes
-            _remove(self._fs, self._path(), self._remote)
-        self._shard_no += 1
-        self._new_shard()
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
-_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-
-
-def _encoder(codec):
-    """The numcodecs Blosc that zarr's ``BloscCodec`` encodes with (same configuration)."""
-    import numcodecs
-
-    return numcodecs.Blosc(
-        cname=codec.cname.value, clevel=codec.clevel, shuffle=_SHUFFLE[codec.shuffle.value], blocksize=codec.blocksize, typesize=codec.typesize
-    )
-
-
-def _all_fill(x: np.ndarray, fill: np.ndarray) -> bool:
-    first = x.reshape(-1)[0]
-    if np.isnan(fill):
-        return bool(np.isnan(first)) and bool(np.isnan(x).all())
-    return bool(first == fill) and bool((x == fill).all())  # the first value settles nearly every chunk
-
-
-def write_shards(loc, arr, start: int, parts: Sequence[np.ndarray]) -> None:
-    """``arr[start : start + n] = concatenate(parts)``, in this thread.
-
-    A shard-aligned region of an array :class:`RegionWriter` can encode is written by it
-    (the parts are never concatenated); any other region goes through zarr.
-
-    Parameters
-    ----------
-    loc : StoreLocation of the store ``arr`` belongs to.
-    arr : the opened ``zarr.Array`` (its metadata decides the encoding, its path the keys).
-    start : first row.
-    parts : arrays [shape=(n_i, *arr.shape[1:])] whose rows, in order, fill the region; any
-        real dtype (cast to ``arr.dtype`` as zarr would).
-    """
-    trailing = tuple(arr.shape[1:])
-    w = RegionWriter.open(loc, arr, start, background=False)
-    if w is None or any(tuple(p.shape[1:]) != trailing for p in parts):
-        block = np.concatenate(parts, axis=0).astype(arr.dtype, copy=False) if parts else np.zeros((0, *trailing), arr.dtype)
-        arr[start : start + block.shape[0]] = block
-        return
-    import numcodecs.blosc
-
-    # Blosc would use its own threads when called from the main thread; one core per task,
-    # as zarr's own path (RegionWriter's background thread is never the main thread)
-    threads, numcodecs.blosc.use_threads = numcodecs.blosc.use_threads, False
+def write_shards(arr, start: int, parts: Sequence[np.ndarray], *, end: int | None = None) -> None:
+    """``arr[start : start + n] = concatenate(parts)`` one shard at a time, in this thread,
+    without concatenating the parts; see :class:`RegionWriter` for ``end``."""
+    w = RegionWriter(arr, start, end=end, background=False)
     try:
         for p in parts:
             w.append(p)
         w.close()
-    finally:
-        numcodecs.blosc.use_threads = threads
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _local_root(arr) -> str | None:
+    """The folder of a local store (``zarr.storage.LocalStore``), whose files this module
+    syncs; None for any other store."""
+    import zarr.storage
+
+    store = arr.store
+    return str(store.root) if isinstance(store, zarr.storage.LocalStore) else None
+
+
+def _sync_shards(root: str, arr, a: int, b: int, unit: int) -> None:
+    """Make the shards of rows [a, b) of a local array durable: the partition's manifest,
+    its commit marker, is written after them."""
+    per = arr.shards or arr.chunks
+    trailing = [range(-(-n // c)) for n, c in zip(arr.shape[1:], per[1:])]  # shards across the other axes
+    for coords in itertools.product(range(a // unit, (b - 1) // unit + 1), *trailing):
+        path = os.path.join(root, arr.path, arr.metadata.encode_chunk_key(coords))
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # only fill values: nothing stored
+            continue
+        try:
+            _sync_and_drop(fd)
+        finally:
+            os.close(fd)
 
 
 def _sync_and_drop(fd: int) -> None:
@@ -331,13 +206,6 @@ def _sync_and_drop(fd: int) -> None:
         return
     if hasattr(os, "posix_fadvise"):
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # written pages are not read again here
         except OSError:  # only advice
             pass
-
-
-def _remove(fs, path: str, remote: bool) -> None:
-    try:
-        fs.rm_file(path) if remote else os.remove(path)
-    except FileNotFoundError:
-        pass
