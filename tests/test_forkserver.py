@@ -1,88 +1,101 @@
-"""The embedded cluster's fork server imports Prefect once; each forked worker still runs under
-the Prefect settings of its own environment (a fresh interpreter: one fork server per process)."""
+"""Worker start-up without a fork server: the Dask preload (pipeline.run.warmup) warms each
+worker up, and the allocator settings reach a worker process as environment variables
+(pipeline.run.allocator), read by glibc when the process starts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = textwrap.dedent(
+
+def test_warm_runs_the_default_feature_set_on_one_second(monkeypatch):
+    import pipeline.features
+    from pipeline.features import FeaturesConfig
+    from pipeline.run.warmup import warm
+
+    computed = []
+    real = pipeline.features.build_feature_set
+
+    def spy(config, sample_rate):
+        fset = real(config, sample_rate)
+        compute = fset.compute
+        monkeypatch.setattr(fset, "compute", lambda y: computed.append((config, sample_rate, y.shape, compute(y))))
+        return fset
+
+    monkeypatch.setattr(pipeline.features, "build_feature_set", spy)
+    warm(8000)
+    assert len(computed) == 1
+    config, sr, shape, feats = computed[0]
+    assert config == FeaturesConfig() and sr == 8000 and shape == (8000,)
+    assert feats and all(np.isfinite(v).all() for v in feats.values())
+
+
+def test_dask_preload_calls_dask_setup_in_each_worker(monkeypatch):
+    from distributed import LocalCluster
+
+    import pipeline.run.warmup as warmup
+
+    calls = []
+    monkeypatch.setattr(warmup, "warm", lambda: calls.append("warm"))
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=":0", preload=["pipeline.run.warmup"]):
+        pass
+    assert calls == ["warm", "warm"]
+
+
+def test_the_fork_server_modules_are_gone():
+    import pipeline.run.warmup as warmup
+
+    assert importlib.util.find_spec("pipeline.run.warmed") is None
+    assert not hasattr(warmup, "use_forkserver") and not hasattr(warmup, "skip_final_collection")
+
+
+def test_worker_malloc_environ_values():
+    from pipeline.run.allocator import worker_malloc_environ
+
+    assert worker_malloc_environ() == {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
+# A 2 MiB array (512 pages; below numpy's 4 MiB huge-page advice) allocated and freed 50
+# times: kept in the heap, its pages fault in once; served by mmap (Dask's
+# MALLOC_TRIM_THRESHOLD_=65536 alone), on every round.
+FAULTS = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:9/first/api"
-    from flows.runtime import FORKSERVER_PRELOAD
-    from pipeline.run.warmup import use_forkserver
-
-    assert use_forkserver(FORKSERVER_PRELOAD)
-    assert "prefect" not in sys.modules  # the fork server imported it, not this process
-    # a later run of this process, with another API: its workers get this environment
-    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:9/second/api"
-    from distributed import Client, LocalCluster
-    from flows.prepare import local_cluster_kwargs
-
-    def seen(dask_worker):
-        import sys
-        import flows.forked
-        from prefect.settings import get_current_settings
-        import psutil
-
-        return {
-            "forked": "multiprocessing.forkserver" in " ".join(psutil.Process().parent().cmdline()),
-            "imported_under": flows.forked._ENV_AT_IMPORT.get("PREFECT_API_URL"),
-            "env": os.environ.get("PREFECT_API_URL"),
-            "settings": get_current_settings().api.url,
-            "tick_seconds": dask_worker._tick_interval,
-        }
-
-    with LocalCluster(**local_cluster_kwargs(2)) as cluster, Client(cluster) as client:
-        ticks = [cluster.scheduler._tick_interval, *(n._tick_interval for n in cluster.workers.values())]
-        print(json.dumps([ticks, list(client.run(seen).values())]))
+    import resource, numpy as np
+    np.ones(1 << 18)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        np.ones(1 << 18)  # 2 MiB of float64
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """
 )
 
 
-def test_forked_workers_read_prefect_settings_from_their_own_environment(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=ROOT)
-    env.pop("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ticks, workers = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(workers) == 2
-    for w in workers:
-        # Prefect was imported in the fork server under the first URL; the worker reads its own
-        assert w == {"forked": True, "imported_under": "http://127.0.0.1:9/first/api",
-                     "env": "http://127.0.0.1:9/second/api", "settings": "http://127.0.0.1:9/second/api",
-                     "tick_seconds": 0.5}, w
-    assert ticks == [0.5, 0.5, 0.5]  # the scheduler and both nannies, in the flow's process (Dask's default: 0.02)
-
-
-def test_housekeeping_replaces_only_dasks_defaults():
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the variables are glibc's")
+def test_a_process_started_with_worker_malloc_environ_keeps_large_blocks_in_its_heap():
     import dask
+    import distributed  # noqa: F401 - registers Dask's distributed config defaults
 
-    from flows.prepare import housekeeping_config
+    from pipeline.run.allocator import worker_malloc_environ
 
-    with dask.config.set({"distributed.admin.tick.interval": "20ms", "distributed.worker.memory.monitor-interval": "100ms"}):
-        assert housekeeping_config() == {"distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "500ms"}
-    with dask.config.set({"distributed.admin.tick.interval": "50ms", "distributed.worker.memory.monitor-interval": "100ms"}):
-        assert housekeeping_config() == {"distributed.worker.memory.monitor-interval": "500ms"}  # the user's 50 ms stays
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    dask_default = {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()}
+    assert dask_default["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
+    def faults(extra: dict[str, str]) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS], env={**base, **extra}, capture_output=True, text=True, check=True, timeout=60)
+        return int(out.stdout.strip())
 
-def test_runtime_closes_an_embedded_cluster_whose_workers_do_not_start(caplog):
-    """local_runtime yields before its workers are up; if they never come, the cluster is
-    closed (the run fails) instead of the flow waiting for them."""
-    from distributed import LocalCluster
-    from distributed.core import Status
-
-    from flows.runtime import _watch_workers
-
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
-        with caplog.at_level("ERROR", logger="flows.runtime"):
-            _watch_workers(cluster, 1, timeout=0.5)
-        assert cluster.status == Status.closed
-        assert "started 0 of 1 workers within 0 s" in caplog.text and "--scheduler" in caplog.text
+    tuned = faults({**dask_default, **worker_malloc_environ()})
+    untuned = faults(dask_default)
+    assert untuned >= 40 * 512, untuned  # (nearly) every round faults its 512 pages in again
+    assert tuned < 512, json.dumps({"tuned": tuned, "untuned": untuned})

@@ -1,37 +1,21 @@
-"""glibc allocator settings for worker processes.
+"""glibc allocator settings for the worker processes the product starts.
 
-Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and glibc serves every
-array above 128 KiB with a fresh ``mmap``. Featurizing allocates several multi-megabyte
-arrays per clip, so each clip then pays for page faults on memory just returned to the
-OS: measured here, decode + log-mel ran at half speed (1200x vs 2500x realtime). Keeping
-large blocks in the heap restores it; peak memory is unchanged (bounded by one partition).
+glibc reads ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` from the environment
+when a process starts, so these are given to workers as environment variables (Dask:
+``distributed.nanny.pre-spawn-environ``, set inside a ``with dask.config.set(...)`` block),
+never applied to a running process. Dask's nanny starts workers with
+``MALLOC_TRIM_THRESHOLD_=65536`` and glibc then serves every block above 128 KiB with a
+fresh ``mmap``; keeping multi-megabyte blocks in the heap spares a page fault on each page
+of them for every clip. Other C libraries (musl, macOS) ignore the variables.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
 TRIM_THRESHOLD_BYTES = 256 << 20
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
 
-_done = False
 
-
-def tune_allocator() -> bool:
-    """Apply once per process; returns whether glibc accepted the settings."""
-    global _done
-    if _done:
-        return True
-    _done = True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-        return libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
+def worker_malloc_environ() -> dict[str, str]:
+    """Environment variables for a worker process; merge them over Dask's
+    ``distributed.nanny.pre-spawn-environ`` (they replace its ``MALLOC_TRIM_THRESHOLD_``)."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES)}
