@@ -16,13 +16,15 @@ file that later reads as a hit.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Mapping
+
+from fsspec.core import strip_protocol
 
 from pipeline.io.fs import content_key, filesystem, is_remote, protocol_of
 
@@ -58,7 +60,7 @@ def fetch_many(
     if not is_remote(urls[0]):
         return {u: _read_local(u) for u in urls}
     fs, _ = filesystem(urls[0], storage_options)
-    paths = [fs._strip_protocol(u) for u in urls]
+    paths = [strip_protocol(u) for u in urls]
     if cache == "none":
         return dict(zip(urls, _cat_all(fs, paths, concurrency)))
     return _fetch_cached(fs, urls, paths, concurrency, cache_dir, content_keys)
@@ -72,7 +74,7 @@ def fetch_sequential(urls: list[str], storage_options: dict[str, Any]) -> dict[s
     fs, _ = filesystem(urls[0], storage_options)
     for u in urls:
         try:
-            with fs.open(fs._strip_protocol(u), "rb") as f:
+            with fs.open(strip_protocol(u), "rb") as f:
                 out[u] = f.read()
         except Exception as exc:  # noqa: BLE001
             out[u] = exc
@@ -92,7 +94,8 @@ def _cat_all(fs, paths: list[str], concurrency: int) -> list[bytes | BaseExcepti
     """Whole contents of ``paths``, in order; errors in place.
 
     ``cat_ranges`` with open ranges reads each path literally (``cat`` would expand
-    ``[``, ``*``, ``?`` in names as globs) and runs ``concurrency`` requests at a time.
+    ``[``, ``*``, ``?`` in names as globs) and, on an async filesystem (s3fs, gcsfs, http),
+    runs ``concurrency`` requests at a time.
     """
     if not paths:
         return []
@@ -115,47 +118,37 @@ def _cat_all(fs, paths: list[str], concurrency: int) -> list[bytes | BaseExcepti
 def _one_get(fs) -> dict[str, Any]:
     """Keyword that makes s3fs read a whole object with one GET.
 
-    s3fs's ``_cat_file`` without a range first asks for the size (a HEAD) so it can split
-    big objects into concurrent chunks: two round trips per small file. Files of one
-    partition are already fetched concurrently, so ask for one plain GET each.
+    s3fs's ``cat_file`` without a range first asks for the size (a HEAD) so it can split
+    big objects into concurrent chunks (its documented ``max_concurrency``): two round
+    trips per small file. Files of one partition are already fetched concurrently, so ask
+    for one plain GET each.
     """
     try:
-        params = inspect.signature(fs._cat_file).parameters
+        params = inspect.signature(fs.cat_file).parameters
     except (TypeError, ValueError):
         return {}
     return {"max_concurrency": 1} if "max_concurrency" in params else {}
 
 
 def _current_keys(fs, paths: list[str], concurrency: int) -> list[str | BaseException]:
-    """Content keys from fresh metadata (never from a cached listing), concurrently."""
-    if getattr(fs, "async_impl", False):
-        kw = {"refresh": True} if "refresh" in inspect.signature(fs._info).parameters else {}
+    """Content keys from fresh metadata (never from a cached listing); on an async
+    filesystem ``concurrency`` requests (HEAD on S3) at a time, from threads of this call."""
+    try:
+        kw = {"refresh": True} if "refresh" in inspect.signature(fs.info).parameters else {}
+    except (TypeError, ValueError):
+        kw = {}
 
-        async def one(p: str) -> str:
-            return content_key(await fs._info(p, **kw))
-
-        async def gather() -> list[Any]:
-            sem = asyncio.Semaphore(concurrency)
-
-            async def limited(p: str) -> str:
-                async with sem:
-                    return await one(p)
-
-            return await asyncio.gather(*(limited(p) for p in paths), return_exceptions=True)
-
-        from fsspec.asyn import sync
-
+    def one(p: str) -> str | BaseException:
         try:
-            return list(sync(fs.loop, gather))
+            return content_key(fs.info(p, **kw))
         except Exception as exc:  # noqa: BLE001
-            return [exc] * len(paths)
-    out: list[str | BaseException] = []
-    for p in paths:
-        try:
-            out.append(content_key(fs.info(p)))
-        except Exception as exc:  # noqa: BLE001
-            out.append(exc)
-    return out
+            return exc
+
+    workers = min(concurrency, len(paths)) if getattr(fs, "async_impl", False) else 1
+    if workers <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audioprep-fetch-info") as pool:
+        return list(pool.map(one, paths))
 
 
 @lru_cache(maxsize=1)

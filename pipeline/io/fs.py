@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import strip_protocol, url_to_fs
 
 
 def _freeze(options: dict[str, Any]) -> str:
@@ -61,7 +61,7 @@ def forget_listings(fs, root: str) -> None:
     cache = getattr(fs, "dircache", None)
     if cache is None:
         return
-    prefix = fs._strip_protocol(root).rstrip("/") + "/"
+    prefix = strip_protocol(fs.unstrip_protocol(root)).rstrip("/") + "/"
     for key in [k for k in list(cache) if k.startswith(prefix)]:
         cache.pop(key, None)
 
@@ -76,9 +76,7 @@ def protocol_of(url: str) -> str:
 
 def local_path(url: str) -> str:
     """The path of a local URL (``file://...`` or a path), as fsspec's local filesystem gives it."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    return LocalFileSystem._strip_protocol(url)
+    return strip_protocol(url)
 
 
 def is_remote(url: str) -> bool:
