@@ -6,6 +6,7 @@ metadata; nothing in a store is ever unpickled or executed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -64,6 +65,24 @@ class StoreLocation:
             os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half
         else:
             fs.pipe_file(path, data)  # object stores put whole objects atomically
+
+    def create_json(self, rel: str, obj: Any) -> bool:
+        """Write a local side file only if it does not exist yet (atomically); False if it does."""
+        _, root = self.fs_root()
+        path = join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if the file exists; readers never see it half written
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
 
     def read_json(self, rel: str) -> Any | None:
         fs, root = self.fs_root()
@@ -133,17 +152,43 @@ def acquire_lock(loc: StoreLocation, run_id: str) -> dict[str, Any]:
 
     A lock left by a dead process on this host (a killed run) is taken over: that is what
     lets a resumed run continue. Any other lock must be broken explicitly
-    (``audioprep unlock STORE``).
+    (``audioprep unlock STORE``). On a local disk the lock is created exclusively (a hard
+    link of a complete file), so of two runs that acquire at once exactly one wins.
     """
-    current = check_unlocked(loc)
     me = {**lock_owner(), "run_id": run_id, "since": _now()}
-    if current:
-        me["took_over_from"] = current.get("run_id")
-    loc.write_json(LOCK_PATH, me)
-    check = loc.read_json(LOCK_PATH)
-    if not check or check.get("run_id") != run_id:
-        raise StoreLockedError(f"store {loc.url}: another run took the lock at the same time; try again later")
-    return me
+    for _ in range(3):
+        current = check_unlocked(loc)
+        if current:
+            me["took_over_from"] = current.get("run_id")
+            if not loc.remote and not _set_aside(loc, current):
+                continue  # another run took the stale lock over first: judge its lock instead
+        if loc.remote:
+            loc.write_json(LOCK_PATH, me)
+            check = loc.read_json(LOCK_PATH)
+            if check and check.get("run_id") == run_id:
+                return me
+        elif loc.create_json(LOCK_PATH, me):
+            return me
+    raise StoreLockedError(f"store {loc.url}: another run took the lock at the same time; try again later")
+
+
+def _set_aside(loc: StoreLocation, stale: dict[str, Any]) -> bool:
+    """Move a stale local lock out of the way; False when it is no longer the one judged stale."""
+    _, root = loc.fs_root()
+    path, aside = join(root, LOCK_PATH), join(root, f"{LOCK_PATH}.stale-{os.getpid()}")
+    try:
+        os.rename(path, aside)  # atomic: of two runs taking it over, one moves it
+    except FileNotFoundError:
+        return False
+    with open(aside, "rb") as f:
+        moved = json.loads(f.read() or b"null")
+    if moved != stale:  # a live run's lock replaced it meanwhile: put it back (unless yet another exists)
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        os.remove(aside)
+        return False
+    os.remove(aside)
+    return True
 
 
 def release_lock(loc: StoreLocation, run_id: str) -> None:
