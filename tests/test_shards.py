@@ -118,6 +118,19 @@ def test_a_shard_of_only_fill_values_is_not_stored_and_a_stale_one_is_removed(tm
     assert not zarr.open_array(str(tmp_path / "features" / "x"), mode="r")[:].any()
 
 
+@pytest.mark.parametrize("fill", [-100.0, float("nan")])
+def test_a_nonzero_fill_value_pads_the_last_shard_and_clears_the_rest(tmp_path, fill):
+    g = zarr.open_group(str(tmp_path), mode="a")
+    a = g.create_array("features/x", shape=(12288, 4), chunks=(1024, 4), shards=(4096, 4), dtype="float32", fill_value=fill)
+    a[8192:12288] = 1.0  # a stale shard after the data
+    block = np.arange(5000 * 4, dtype=np.float32).reshape(5000, 4)
+    write_shards(a, 0, _parts(block), end=12288)
+    assert _shard_files(tmp_path) == ["features/x/c/0/0", "features/x/c/1/0"]
+    back = zarr.open_array(str(tmp_path / "features" / "x"))[:]
+    np.testing.assert_array_equal(back[:5000], block)
+    np.testing.assert_array_equal(back[5000:], np.full((12288 - 5000, 4), fill, np.float32))  # NaN equals NaN here
+
+
 def test_other_codecs_unsharded_arrays_and_unaligned_regions(tmp_path):
     block = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4) + 1
     z = _array(tmp_path / "zstd", (8192, 4), (1024, 4), (4096, 4), compressors=ZstdCodec(level=3))

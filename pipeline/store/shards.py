@@ -85,7 +85,7 @@ class RegionWriter:
                 size = self._shard_end(self._at) - self._at
                 if size <= 0:
                     raise ValueError(f"{self._arr.path}: rows past the end of the region ({self._end})")
-                self._buf = np.empty((size, *self._trailing), dtype=self._arr.dtype)
+                self._buf = _filled_buffer((size, *self._trailing), self._arr.dtype, self._fill)
             take = min(self._buf.shape[0] - self._filled, n - at)
             self._buf[self._filled : self._filled + take] = rows[at : at + take]
             self._filled += take
@@ -96,8 +96,7 @@ class RegionWriter:
     def close(self) -> None:
         """Write the last shard and clear the rest of the region; wait; raise a write's error."""
         try:
-            if self._buf is not None:
-                self._buf[self._filled :] = self._fill
+            if self._buf is not None:  # the rows after the data hold the fill value already
                 self._submit_shard()
             while self._end is not None and self._at < self._end:  # shards after the data
                 a, b = self._at, self._shard_end(self._at)
@@ -156,6 +155,15 @@ class RegionWriter:
     def _shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _filled_buffer(shape: tuple[int, ...], dtype, fill) -> np.ndarray:
+    """A shard's buffer holding the fill value. A zero fill comes from ``np.zeros``, whose
+    large blocks are fresh zero pages: the rows a short last shard never fills cost nothing
+    until zarr reads them."""
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.full(shape, fill, dtype=dtype)
 
 
 def write_shards(arr, start: int, parts: Sequence[np.ndarray], *, end: int | None = None) -> None:
