@@ -14,6 +14,10 @@ from rich.table import Table
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if "--debug" not in sys.argv:
+    # A refusal raised in the flow is printed once, as one line; Prefect's console handler would
+    # print its traceback for the task, the subflow and the flow. The run's records keep them.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
 console = Console()

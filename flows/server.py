@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 
 BOOT_TIMEOUT_SECONDS = 90.0
+BOOT_ATTEMPTS = 3
 
 #: The run-scoped server records task-run states in batches, at least once a second (Prefect's
 #: default is one transaction per event, and every partition sends three). Values set in the
@@ -69,15 +70,34 @@ def prefect_api(host: str = "127.0.0.1") -> Iterator[str]:
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = LocalApiServer(host=host)
-    url = server.start()
+    server = start_local_api(host)
+    url = server.url
     try:
-        server.wait_ready()
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
-            _flush_logs()
+            try:
+                yield url
+            finally:
+                _flush_logs()  # also when the run failed: its error's logs reach the API, not the terminal
     finally:
         server.stop()
+
+
+def start_local_api(host: str = "127.0.0.1", attempts: int = BOOT_ATTEMPTS) -> LocalApiServer:
+    """A :class:`LocalApiServer` that answers. A server that exits while it boots is started
+    again on a new port: two runs starting at once on a new ``PREFECT_HOME`` both migrate its
+    database, and the loser exits (``duplicate column``); the next try finds it migrated."""
+    for attempt in range(1, attempts + 1):
+        server = LocalApiServer(host=host)
+        server.start()
+        try:
+            server.wait_ready()
+            return server
+        except RuntimeError:
+            server.stop()
+            if attempt == attempts or not server.exited:
+                raise
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 class LocalApiServer:
@@ -90,6 +110,7 @@ class LocalApiServer:
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._parent_end: int | None = None
+        self.exited = False  # it ended by itself while booting
 
     @property
     def url(self) -> str:
@@ -130,6 +151,7 @@ class LocalApiServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.exited = True
                 raise RuntimeError(
                     f"the local Prefect API (prefect server start on {self.host}:{self.port}) exited with code "
                     f"{self.proc.returncode}; set PREFECT_API_URL to a running server, or fix the cause in its output: {self.output()}"

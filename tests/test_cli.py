@@ -96,3 +96,21 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
 def test_inspect_missing_store_is_a_clear_error(tmp_path):
     r = cli("inspect", str(tmp_path / "nothing.zarr"))
     assert r.returncode == 2 and "no" in r.stderr.lower() and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_refusal_inside_the_flow_is_one_line(tiny_corpus, tmp_path):
+    """Two runs started at once on a new store both pass the early checks; the one that loses
+    the lock inside the flow says so in one line, without Prefect's tracebacks."""
+    p = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", execution={"partition_seconds": 1000}))
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect"),
+           "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "20"}  # the winner's one partition still holds the lock when the loser starts
+    env.pop("PREFECT_API_URL", None)
+    runs = [subprocess.Popen([str(BIN), "run", str(p), "--workers", "1", "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)]
+    outs = [r.communicate(timeout=300) for r in runs]
+    codes = sorted(r.returncode for r in runs)
+    assert codes == [0, 2], outs
+    out, err = outs[[r.returncode for r in runs].index(2)]
+    assert err.startswith("error: store ") and "is locked by run" in err, err
+    assert len(err.strip().splitlines()) <= 3 and "Traceback" not in err and "Finished in state" not in err, err
