@@ -7,6 +7,7 @@ declares the same deployment (name, entrypoint, parameters, schedule, concurrenc
 A served deployment runs each flow run in a subprocess of the serving process, which
 passes on its environment: ``PREFECT_API_URL`` (so the flow and its Dask workers report
 to the same API) and the credentials that ``${VAR}`` placeholders in the catalog name.
+docs/serving.md says how to start a server, serve, stop, and deploy onto a work pool.
 """
 
 from __future__ import annotations
@@ -157,7 +158,9 @@ def cron_schedule(cron: str, timezone: str = TIMEZONE):
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValueError:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f'--cron {cron!r} is not a valid cron expression: five fields, minute hour day-of-month month day-of-week, e.g. "0 * * * *" for hourly') from None
+        raise ConfigError(
+            f'--cron {cron!r} is not a valid cron expression: five fields, minute hour day-of-month month day-of-week, e.g. "0 * * * *" for hourly'
+        ) from None
     return Cron(cron, timezone=timezone)
 
 

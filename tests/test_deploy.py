@@ -106,9 +106,12 @@ def pip_installs(commands: list[str]) -> list[str]:
 
 
 def normalized(install: str) -> tuple[str, ...]:
-    """What a pip install installs: targets without extras, quiet/cache/editable flags."""
+    """What a pip install installs: targets without extras, quiet/cache/editable flags, and
+    without a constraints file (`make test` installs the declared lower bounds, the image the
+    newest releases within the declared ranges, which `make test-latest` runs on)."""
     skip = {"--quiet", "-q", "--no-cache-dir", "-e", "--editable", "--upgrade", "-U"}
     words = [w for w in shlex.split(install)[2:] if w not in skip]
+    words = [w for i, w in enumerate(words) if w not in ("-c", "--constraint") and words[i - 1 : i] not in (["-c"], ["--constraint"])]
     return tuple(re.sub(r"\[.*\]$", "", w) for w in words)
 
 
@@ -123,8 +126,9 @@ def image_built_by_dockerfile() -> str:
 
 
 def pyproject_prefect_pin() -> str:
+    """The oldest Prefect the project supports: its `==` pin, or the lower bound of its range."""
     text = (REPO / "pyproject.toml").read_text()
-    [version] = re.findall(r'"prefect==([0-9.]+)"', text)
+    [version] = re.findall(r'"prefect(?:==|>=)([0-9.]+)[",<]', text)
     return version
 
 

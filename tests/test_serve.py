@@ -1,18 +1,20 @@
-"""flows/serve.py: the scheduled deployment, served for real and run through the Prefect API."""
+"""flows/serve.py: the deployment `audioprep serve` serves, a run triggered through the API, SIGTERM.
+
+The run that the server's scheduler creates from the cron schedule is tested in test_schedule.py.
+"""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
+from pipeline import open_dataset
 from pipeline.errors import CatalogError, ConfigError
 from tests.conftest import base_catalog, write_catalog
+from tests.test_schedule import BIN, Service, api_client, check_store, prefect_server, running, wait_for_deployment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -73,20 +75,6 @@ def test_serve_without_an_api_says_how_to_get_one(tiny_corpus, tmp_path, prefect
             serve_catalog(str(path), cron="0 * * * *")
 
 
-def _wait_for_deployment(client, name: str, proc: subprocess.Popen, log: pathlib.Path, timeout: float):
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"`audioprep serve` exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            return client.read_deployment_by_name(name)
-        except ObjectNotFound:
-            time.sleep(0.5)
-    pytest.fail(f"deployment {name} was not registered within {timeout:.0f} s:\n{log.read_text()}")
-
-
 def _task_runs(client, prefix: str, timeout: float = 15.0) -> list:
     """Task runs whose name starts with ``prefix`` (task runs reach the API through events: poll)."""
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
@@ -103,70 +91,72 @@ def _task_runs(client, prefix: str, timeout: float = 15.0) -> list:
         time.sleep(0.5)
 
 
-_DEFAULT_SIGINT = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module('audioprep.cli', run_name='__main__')"
+def _wait_for_state(client, flow_run_id, states: set[str], service: Service, timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(flow_run_id)
+        if run.state_type.value in states:
+            return run
+        service.check_alive()
+        service.note_descendants()
+        time.sleep(0.5)
+    pytest.fail(f"flow run {flow_run_id} not in {states} within {timeout:.0f} s ({run.state_name}):\n{service.output()[-6000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C (the runner stops and pauses the schedule), then kill what is left of its group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group of the process we started: leftover flow-run children
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+NEVER = "0 0 1 1 *"
+"""A cron schedule that does not come due while a test runs: these runs are triggered by hand."""
 
 
 @pytest.mark.slow
-def test_served_deployment_runs_through_the_api(tiny_corpus, tmp_path, prefect_env):
-    """`audioprep serve` registers the cron deployment; a run triggered through the API completes."""
-    from prefect import get_client
-    from prefect.deployments import run_deployment
+def test_served_deployment_runs_by_hand_and_sigterm_stops_serve_mid_run(tiny_corpus, tmp_path):
+    """`audioprep serve` registers the deployment; a run triggered through the API completes.
 
-    from flows.server import prefect_api
-    from pipeline import open_dataset
+    Then a process manager stops the service (SIGTERM to its process) while a second run is
+    going: the run is cancelled, its subprocess and Dask workers end, the schedule is paused,
+    and `audioprep serve` exits 0 within seconds, without "coroutine 'Runner.astop' was never
+    awaited" (Prefect 3.8's own SIGTERM handler).
+    """
+    from prefect.deployments import run_deployment
 
     path, store = _catalog(tiny_corpus, tmp_path)
     name = "prepare/test-serve"
-    log = tmp_path / "serve.log"
     t0 = time.monotonic()
-    with prefect_api() as url:
-        env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                # Ctrl-C must reach it as in a terminal, also when this test runs where SIGINT is
-                # ignored (a shell's background job), which its children would inherit
-                [sys.executable, "-c", _DEFAULT_SIGINT, "serve", str(path), "--cron", "0 * * * *", "--name", "test-serve"],
-                cwd=tmp_path,  # not the repository: the deployment must not depend on the working directory
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            with get_client(sync_client=True) as client:
-                deployment = _wait_for_deployment(client, name, proc, log, timeout=60)
-                assert [s.schedule.cron for s in deployment.schedules] == ["0 * * * *"]
-                assert all(s.active for s in deployment.schedules)
-                assert deployment.parameters == {"catalog_path": str(path)}
-                assert deployment.entrypoint == "flows.prepare.prepare"
+    with prefect_server(tmp_path) as server:
+        serve = Service(
+            [str(BIN / "audioprep"), "serve", str(path), "--cron", NEVER, "--name", "test-serve"],
+            # not the repository: the deployment must not depend on the working directory
+            env=server.client_env(), cwd=tmp_path, log=tmp_path / "serve.log",
+        )
+        with running(serve), api_client(server) as client:
+            deployment = wait_for_deployment(client, name, [server, serve])
+            assert [(s.schedule.cron, s.active) for s in deployment.schedules] == [(NEVER, True)]
+            assert deployment.parameters == {"catalog_path": str(path)}
+            assert deployment.entrypoint == "flows.prepare.prepare"
 
-                flow_run = run_deployment(name=name, timeout=120, poll_interval=1)
-                assert flow_run.deployment_id == deployment.id
-                assert flow_run.state is not None and flow_run.state.is_completed(), f"{flow_run.state}\n{log.read_text()}"
-                assert flow_run.parameters == {"catalog_path": str(path)}
-                # the partitions ran on the Dask worker processes and reported to this API
-                partitions = _task_runs(client, "partition-")
-                assert partitions and all(t.state_type.value == "COMPLETED" for t in partitions), partitions
-        finally:
-            _stop(proc)
-        with get_client(sync_client=True) as client:
+            flow_run = run_deployment(name=name, timeout=150, poll_interval=1)
+            assert flow_run.deployment_id == deployment.id and not flow_run.auto_scheduled
+            assert flow_run.state is not None and flow_run.state.is_completed(), f"{flow_run.state}\n{serve.output()[-6000:]}"
+            assert flow_run.parameters == {"catalog_path": str(path)}
+            # the partitions ran on the Dask worker processes and reported to this API
+            partitions = _task_runs(client, "partition-")
+            assert partitions and all(t.state_type.value == "COMPLETED" for t in partitions), partitions
+            version = check_store(store)
+            first_run = time.monotonic() - t0
+
+            # a second run, stopped halfway by SIGTERM to the serving process
+            second = run_deployment(name=name, timeout=0, parameters={"catalog_path": str(path), "store": str(tmp_path / "second.zarr")})
+            _wait_for_state(client, second.id, {"RUNNING"}, serve, timeout=90)
+            time.sleep(2)  # into the run: its Dask cluster is starting or working
+            serve.note_descendants()
+            assert serve.seen, "the run's subprocess"
+            rc, took = serve.stop(signal.SIGTERM, group=False)
+            assert rc in (0, 128 + signal.SIGTERM), f"audioprep serve exited with {rc} after SIGTERM:\n{serve.output()[-6000:]}"
+            assert took < 20, took
+            assert "never awaited" not in serve.output(), serve.stop_output
+            assert not serve.leftovers(), serve.leftovers()
+            ended = client.read_flow_run(second.id)
+            assert ended.state_type.value == "CANCELLED", f"{ended.state}\n{serve.stop_output}"
             assert client.read_deployment_by_name(name).paused, "stopping `audioprep serve` pauses its schedule"
-    assert proc.returncode is not None
-    ds = open_dataset(str(store))
-    assert len(ds) == 32
-    print(f"serve -> run through the API -> store: {time.monotonic() - t0:.1f} s")
+        server.stop_cleanly()
+    assert len(open_dataset(str(store))) == 32 and check_store(store) == version
+    print(f"serve -> run by hand -> store v{version}: {first_run:.1f} s; SIGTERM mid-run -> exit {rc} in {took:.1f} s ({ended.state_name})")
