@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from pipeline.features import REGISTRY, FeaturesConfig, build_feature_set
-from pipeline.features import _scratch
+from pipeline.features import REGISTRY, FeaturesConfig, _scratch, build_feature_set
 
 pytestmark = pytest.mark.filterwarnings("ignore:Empty filters:UserWarning")
 

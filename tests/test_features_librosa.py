@@ -231,9 +231,14 @@ def test_silence_gives_finite_librosa_values(sr=16000):
 def test_window_is_librosas_bit_for_bit(window, n, fftbins):
     from pipeline.features import filters
 
-    for bad in (filters.get_window, librosa.filters.get_window):
-        with pytest.raises(ValueError):
-            bad(window, 0, fftbins=fftbins)
+    # a length of 0: recent scipy raises ValueError, older (1.11) returns an empty window
+    outcomes = []
+    for f in (filters.get_window, librosa.filters.get_window):
+        try:
+            outcomes.append(f(window, 0, fftbins=fftbins).tobytes())
+        except ValueError:
+            outcomes.append(ValueError)
+    assert outcomes[0] == outcomes[1]
     ours = filters.get_window(window, n, fftbins=fftbins)
     theirs = librosa.filters.get_window(window, n, fftbins=fftbins)
     assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()

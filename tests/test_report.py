@@ -172,7 +172,8 @@ def test_preview_draws_files_and_writes_no_store(tiny_corpus, tmp_path):
 
     sf.write(noise / "hum.wav", (0.1 * np.sin(2 * np.pi * 50 * np.arange(8000) / 8000)).astype(np.float32), 8000)
     store = tmp_path / "store.zarr"
-    cat = base_catalog(tiny_corpus, store, augment={**AUGMENT, "waveform": [*AUGMENT["waveform"], {"name": "background_noise", "source": "bg", "min_snr_db": 5, "max_snr_db": 10}]})
+    noise_step = {"name": "background_noise", "source": "bg", "min_snr_db": 5, "max_snr_db": 10}
+    cat = base_catalog(tiny_corpus, store, augment={**AUGMENT, "waveform": [*AUGMENT["waveform"], noise_step]})
     cat["sources"].append({"name": "bg", "url": str(noise), "pattern": "*.wav", "role": "noise"})
     path = write_catalog(tmp_path / "catalog.yaml", cat)
     page = pathlib.Path(preview(str(path), n=3, out=str(tmp_path / "preview")))

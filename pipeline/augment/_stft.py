@@ -7,6 +7,12 @@ accumulation from the first frame), but in float32 / complex64, time-major
 ``BLOCK_FRAMES`` frames so that temporaries stay small and in cache (librosa's own
 ``phase_vocoder`` loops over output frames in Python; one whole-signal temporary per
 numpy operation costs more here in page faults than the arithmetic does).
+
+The phase vocoder is librosa 0.10 / 0.11's: two zero frames after the last input frame.
+librosa 1.0 rewrote its ``phase_vocoder`` (the magnitude extrapolated from the last two
+frames, a zero last phase increment), which changes only the output frames at or after
+step ``n_frames - 1``. Ours does not follow, so augmented copies do not depend on the
+librosa installed; tests/test_augment_stft.py compares the frames both compute alike.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Sequence
 
 from pipeline.io.audio import resampled_length
 from pipeline.store.layout import Layout

@@ -19,8 +19,9 @@ import math
 import pathlib
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -155,10 +156,16 @@ def new_figure(width_in: float, height_in: float) -> Figure:
 
 
 def save_figure(fig: Figure, out: pathlib.Path, file: str, title: str, caption: str) -> FigureFile:
-    """Write ``fig`` as ``out/file`` (size exactly figsize x DPI) and describe it."""
+    """Write ``fig`` as ``out/file`` (figsize x DPI) and describe it with the PNG's own size.
+
+    The size is read back from the PNG header: matplotlib 3.8 truncates figsize x DPI
+    (11.4 in x 100 -> 1139 px) where later releases round it.
+    """
     fig.savefig(out / file, dpi=DPI, facecolor="white")
-    w, h = fig.get_size_inches()
-    return FigureFile(file, title, caption, int(round(w * DPI)), int(round(h * DPI)))
+    with open(out / file, "rb") as f:
+        header = f.read(24)  # signature (8), IHDR length and type (8), width, height
+    w, h = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    return FigureFile(file, title, caption, w, h)
 
 
 def format_drawn(drawn: Sequence[dict[str, Any]]) -> str:
@@ -294,7 +301,8 @@ def _balance(info: dict[str, Any], out: pathlib.Path) -> Section:
     ax.set_title("examples per label and split")
     ax.margins(y=0.12)
     ax.legend(title="split")
-    sec.figures.append(save_figure(fig, out, "class_balance.png", "Examples per label and split", "Bars: original examples of each label, one colour per split."))
+    caption = "Bars: original examples of each label, one colour per split."
+    sec.figures.append(save_figure(fig, out, "class_balance.png", "Examples per label and split", caption))
     return sec
 
 
@@ -371,7 +379,8 @@ def _spectrograms(ds, out: pathlib.Path) -> Section:
     fig.colorbar(img, ax=axes, label=colourbar_label(view), format="%+.0f" if view.unit == "dB" else None)
     more = f" (the first {MAX_LABELS} of {len(labels)} labels)" if len(labels) > MAX_LABELS else ""
     sec.note = f"{view.name} of up to {PER_LABEL} original examples per label{more}, as stored (no normalization), one colour scale."
-    sec.figures.append(save_figure(fig, out, "spectrograms.png", f"{view.name} per label", f"Rows: labels; columns: examples. Hop {hop} samples at {sr} Hz ({1000 * hop / sr:.1f} ms per frame)."))
+    caption = f"Rows: labels; columns: examples. Hop {hop} samples at {sr} Hz ({1000 * hop / sr:.1f} ms per frame)."
+    sec.figures.append(save_figure(fig, out, "spectrograms.png", f"{view.name} per label", caption))
     return sec
 
 

@@ -34,7 +34,12 @@ def describe(url: str, *, version: int | None = None, storage_options: dict[str,
     features = {}
     for name in group["features"].array_keys():
         a = group[f"features/{name}"]
-        features[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "frame_shape": a.attrs.get("frame_shape"), "dims": list(a.metadata.dimension_names or ())}
+        features[name] = {
+            "shape": list(a.shape),
+            "dtype": str(a.dtype),
+            "frame_shape": a.attrs.get("frame_shape"),
+            "dims": list(a.metadata.dimension_names or ()),
+        }
     durations = {
         s: {"n": len(v), "hours": float(np.sum(v)) / 3600, "min_s": float(np.min(v)), "mean_s": float(np.mean(v)), "max_s": float(np.max(v))}
         for s, v in seconds.items() if v

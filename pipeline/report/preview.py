@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pathlib
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -174,7 +175,8 @@ def preview(catalog_path: str, *, n: int = 5, out: str = "preview") -> str:
             continue
         fig_file = _draw_file(versions, ref, view, sr, fset.hop_length, setting, folder, f"file_{k:02d}.png")
         files.figures.append(fig_file)
-    sections = [Section("settings", "Settings", "Resolved feature and augmentation parameters of the catalog.", tables=[_settings_table(params, chain, c)]), files]
+    settings = Section("settings", "Settings", "Resolved feature and augmentation parameters of the catalog.", tables=[_settings_table(params, chain, c)])
+    sections = [settings, files]
     if failed:
         sections.append(Section("failed", "Files that could not be processed", f"{len(failed)} file(s) would be rejected by a run.",
                                 tables=[Table(("source", "path", "stage", "message"), tuple(failed))]))
@@ -195,7 +197,8 @@ def _settings_line(params: dict[str, Any], view: SpecView | None, sr: int) -> st
 
 
 def _settings_table(params: dict[str, Any], chain: AugmentChain, c: Catalog) -> Table:
-    rows = [("audio", f"sample_rate={c.audio.sample_rate}, clip={c.audio.clip.mode}" + (f" {c.audio.clip.seconds:g} s ({c.audio.clip.crop})" if c.audio.clip.mode == "fixed" else ""))]
+    clip = f" {c.audio.clip.seconds:g} s ({c.audio.clip.crop})" if c.audio.clip.mode == "fixed" else ""
+    rows = [("audio", f"sample_rate={c.audio.sample_rate}, clip={c.audio.clip.mode}{clip}")]
     rows += [(name, ", ".join(f"{k}={v}" for k, v in p.items())) for name, p in params.items() if isinstance(p, dict)]
     steps = [p.model_dump() for p in (*chain.waveform, *chain.spec)]
     rows.append(("augment", f"copies={chain.copies} (stored for splits {', '.join(chain.splits)}); " + (format_drawn(steps) if steps else "no transform")))
@@ -227,7 +230,10 @@ def _draw_file(versions: list[Version], ref: FileRef, view: SpecView | None, sr:
     if view and img is not None:
         fig.colorbar(img, ax=[a[1] for a in axes], label=colourbar_label(view))
     fig.suptitle(f"{ref.rel_path} ({ref.label or 'no label'})\n{setting}", fontsize=11)
-    caption = f"{ref.rel_path}: " + "; ".join(f"copy {v.copy}: {format_drawn(v.drawn)}" for v in versions[1:]) if len(versions) > 1 else f"{ref.rel_path}: no augmentation configured"
+    if len(versions) > 1:
+        caption = f"{ref.rel_path}: " + "; ".join(f"copy {v.copy}: {format_drawn(v.drawn)}" for v in versions[1:])
+    else:
+        caption = f"{ref.rel_path}: no augmentation configured"
     return save_figure(fig, folder, file, ref.rel_path, caption)
 
 

@@ -27,10 +27,21 @@ from pipeline.store.layout import FORMAT_VERSION, ensure_feature_arrays
 from pipeline.store.state import ACTIVE, ATTR_KEY, file_id, table_path
 from pipeline.store.tables import EXAMPLE_COLUMNS, REJECT_COLUMNS, to_columns, write_table
 
-PACKAGES = ("numpy", "librosa", "soundfile", "soxr", "zarr", "numcodecs", "fsspec", "dask", "distributed", "prefect", "pydantic")
+PACKAGES = (
+    # the libraries that compute the stored bytes: decode, resample, features, codecs
+    "numpy", "scipy", "librosa", "numba", "soundfile", "soxr", "zarr", "numcodecs",
+    # and those that ran the run
+    "fsspec", "dask", "distributed", "prefect", "pydantic",
+)
 
 
 def package_versions() -> dict[str, str]:
+    """Provenance: audioprep, Python and the installed version of each of ``PACKAGES``.
+
+    Written at the root (the last commit's) and in each version's record: features
+    computed under librosa 0.10 and 1.0 (whose defaults differ; ours pass every parameter)
+    can then be told apart in one store.
+    """
     out = {"audioprep": __version__, "python": platform.python_version()}
     for p in PACKAGES:
         try:
@@ -144,7 +155,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         "version": version,
         "run_id": plan.run_id,
         "started": plan.started,
-        "committed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "committed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "catalog_hash": plan.loaded.catalog_hash,
         "examples": len(active_originals),
         "rows": sum(1 for r in rows if r["status"] in ACTIVE),
@@ -156,13 +167,14 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         "processed_audio_seconds": processed_seconds,
         "partitions": len(plan.partitions),
         "counts": counts,
+        "package_versions": package_versions(),
     }
     meta = dict(group.attrs[ATTR_KEY])
     meta.update(
         {
             "catalog": plan.loaded.redacted,
             "catalog_hash": plan.loaded.catalog_hash,
-            "package_versions": package_versions(),
+            "package_versions": record["package_versions"],
             "allocated": plan.allocated,
             "labels": labels,
             "norm_stats": {k: v.to_dict() for k, v in stats.items()},

@@ -63,7 +63,7 @@ class RunPlan:
 
 
 def new_run_id() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def copy_length_factor(loaded: LoadedCatalog) -> float:
@@ -124,7 +124,11 @@ def settings_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]
         return {prefix: d}
 
     a, b = flat(before, ""), flat(after, "")
-    keys = sorted(k for k in a.keys() | b.keys() if any(k == s or k.startswith(s + ".") for s in FINGERPRINTED) and a.get(k, "(default)") != b.get(k, "(default)"))
+    keys = sorted(
+        k
+        for k in a.keys() | b.keys()
+        if any(k == s or k.startswith(s + ".") for s in FINGERPRINTED) and a.get(k, "(default)") != b.get(k, "(default)")
+    )
     return [f"{k}: {a.get(k, '(default)')} -> {b.get(k, '(default)')}" for k in keys]
 
 
@@ -234,7 +238,7 @@ def build_plan(
     )
     return RunPlan(
         run_id=run_id or new_run_id(),
-        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        started=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         loaded=loaded,
         location=location,
         layout=layout,

@@ -8,7 +8,8 @@ Dask.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pipeline.config.catalog import LoadedCatalog
 from pipeline.errors import SourceError
@@ -17,8 +18,8 @@ from pipeline.io.fs import is_remote
 from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import process_partition
 from pipeline.run.planner import RunPlan, build_plan, new_run_id, refs_needing_probe
-from pipeline.store.state import read_state
 from pipeline.store.location import StoreLocation, acquire_lock, release_lock
+from pipeline.store.state import read_state
 
 
 def store_location(loaded: LoadedCatalog, store: str | None = None) -> StoreLocation:
@@ -104,4 +105,12 @@ def run_catalog(
 def up_to_date_summary(plan: RunPlan, wall_seconds: float) -> dict[str, Any]:
     prev = plan.previous
     last = prev.meta["versions"][-1] if prev and prev.meta.get("versions") else {}
-    return {**last, "up_to_date": True, "wall_seconds": wall_seconds, "store": plan.store_url, "processed_audio_seconds": 0.0, "partitions": 0, "reject_rows": []}
+    return {
+        **last,
+        "up_to_date": True,
+        "wall_seconds": wall_seconds,
+        "store": plan.store_url,
+        "processed_audio_seconds": 0.0,
+        "partitions": 0,
+        "reject_rows": [],
+    }

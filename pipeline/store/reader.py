@@ -8,8 +8,9 @@ workers started with spawn or forkserver each open their own Zarr handles.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import zarr
@@ -19,7 +20,10 @@ from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, ATTR_KEY, read_meta, table_path
 from pipeline.store.tables import read_table
 
-META_COLUMNS = ("id", "file_id", "parent", "copy", "source", "path", "group", "split", "duration_seconds", "start_seconds", "sample_rate_original", "channels", "flags")
+META_COLUMNS = (
+    "id", "file_id", "parent", "copy", "source", "path", "group", "split",
+    "duration_seconds", "start_seconds", "sample_rate_original", "channels", "flags",
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ class AudioDataset:
         return x
 
     # --- throughput path ----------------------------------------------------------------
-    def iter_batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False, blocks_in_buffer: int = 4) -> Iterator[dict[str, Any]]:
+    def iter_batches(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False, blocks_in_buffer: int = 4
+    ) -> Iterator[dict[str, Any]]:
         """Yield batches, reading whole chunks of the store at a time.
 
         Examples are grouped into blocks that are contiguous on disk (about one chunk

@@ -7,7 +7,8 @@ reader of a version never sees a half-written table.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import zarr
