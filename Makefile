@@ -9,7 +9,8 @@
 # parameter explicitly and must still equal librosa called directly with the same
 # parameters (tests/test_features_librosa.py) in both environments. Each committed
 # version records the library versions that computed it (pipeline/run/commit.py).
-PY ?= python3
+# Python 3.11, the oldest supported: python3.11 where there is one, else python3.
+PY ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
