@@ -117,7 +117,8 @@ class ServeRunner(Runner):
     schedules ``astop()`` on the loop instead: polling stops, a run in progress is
     cancelled, and ``start()`` returns through the runner's exit, which pauses the
     schedule. A second SIGTERM while stopping raises KeyboardInterrupt, as a second
-    Ctrl-C would.
+    Ctrl-C would. (Prefect 3.9's own handler schedules ``astop()`` the same way; this
+    override can go once the project requires Prefect >= 3.9.)
     """
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
