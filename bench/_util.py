@@ -1,8 +1,7 @@
-"""Shared helpers for the benchmarks: thread limits, RSS sampling, catalogs, sizes, env."""
+"""Shared helpers for the benchmarks: thread limits, RSS/CPU sampling, catalogs, sizes, env."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -57,23 +56,23 @@ def set_one_thread() -> None:
         pass
 
 
-def _role(cmdline: list[str], forked: bool = False) -> str:
-    """``forked``: the process's parent is not the sampling process (a fork server's child)."""
+def process_role(cmdline: list[str]) -> str:
+    """What a process of a measured run is, from its command line."""
     s = " ".join(cmdline)
-    if "uvicorn" in s or "prefect" in s and "server" in s:
-        return "prefect_server"
+    if "audioprep" in s and " run " in f"{s} ":
+        return "flow"  # `audioprep run`: the flow's process (it also hosts Dask's scheduler and nannies)
+    if "server" in s and "start" in s and "prefect" in s or "uvicorn" in s:
+        return "prefect_server"  # `prefect server start` (flows.server.LocalApiServer)
     if "resource_tracker" in s or "semaphore_tracker" in s:
         return "tracker"
-    if "multiprocessing.forkserver" in s and not forked:
-        return "forkserver"  # the embedded cluster forks its workers from it (they keep its cmdline)
-    return "worker"  # Dask workers (forked or spawned), lhotse's process pool (fork)
+    return "worker"  # Dask workers (multiprocessing spawn), lhotse's process pool
 
 
 class RssSampler:
-    """Samples RSS of this process and every descendant every ``interval`` s in a thread.
+    """Samples RSS and CPU time of this process and every descendant every ``interval`` s in a thread.
 
     ``result()`` -> {"driver_peak_mb", "workers": [peak MB per worker pid], "worker_peak_mb", ...}.
-    Worker processes are multiprocessing spawn children (Dask nanny workers, lhotse's pool).
+    The driver is the ``audioprep run`` process where one runs below this one, else this process.
     """
 
     def __init__(self, interval: float = 0.05):
@@ -115,7 +114,7 @@ class RssSampler:
                 t = p.cpu_times()
                 self.cpu[p.pid] = t.user + t.system
                 if p.pid not in self.roles:
-                    self.roles[p.pid] = "driver" if p.pid == self.me.pid else _role(p.cmdline(), forked=p.ppid() != self.me.pid)
+                    self.roles[p.pid] = "bench" if p.pid == self.me.pid else process_role(p.cmdline())
             except ps.Error:
                 continue
             self.peaks[p.pid] = max(self.peaks.get(p.pid, 0.0), rss)
@@ -128,7 +127,9 @@ class RssSampler:
         self._sample()
 
     def cpu_by_role(self) -> dict[str, float]:
-        """CPU seconds (user + system, last sample) of the driver, workers and Prefect server."""
+        """CPU seconds (user + system, last sample) of the bench process, the flow's process,
+        the workers and the Prefect server. A process's CPU after its last sample is missed
+        (at most ``interval``)."""
         out: dict[str, float] = {}
         for pid, secs in self.cpu.items():
             role = self.roles.get(pid, "other")
@@ -136,92 +137,17 @@ class RssSampler:
         return out
 
     def result(self) -> dict[str, Any]:
-        workers = sorted((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "worker"), reverse=True)
+        def peaks(role: str) -> list[float]:
+            return sorted((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == role), reverse=True)
+
+        workers, flow = peaks("worker"), peaks("flow")
         return {
-            "driver_peak_mb": round(self.peaks.get(self.me.pid, 0.0), 1),
+            "driver_peak_mb": flow[0] if flow else round(self.peaks.get(self.me.pid, 0.0), 1),
             "worker_peak_mb": workers[0] if workers else None,
             "workers_peak_mb": workers,
             "cpu_seconds_by_role": self.cpu_by_role(),
-            "prefect_server_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "prefect_server"), default=None),
-            "forkserver_peak_mb": max((round(v, 1) for pid, v in self.peaks.items() if self.roles.get(pid) == "forkserver"), default=None),
+            "prefect_server_peak_mb": max(peaks("prefect_server"), default=None),
         }
-
-
-
-@contextlib.contextmanager
-def pin_workers(cpu: int, interval: float = 0.05):
-    """Keep every thread of this process's Dask worker processes on CPU ``cpu`` while the
-    block runs (Linux). Affinity is per thread and new threads inherit their creator's, so
-    the workers' threads are pinned as soon as they appear and again every ``interval``."""
-    import psutil
-
-    me = psutil.Process()
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                procs = me.children(recursive=True)
-            except psutil.Error:
-                procs = []
-            for p in procs:
-                try:
-                    if _role(p.cmdline(), forked=p.ppid() != me.pid) != "worker":
-                        continue
-                    for t in p.threads():
-                        try:
-                            os.sched_setaffinity(t.id, {cpu})
-                        except OSError:  # a thread that has just ended
-                            pass
-                except psutil.Error:
-                    continue
-            stop.wait(interval)
-
-    thread = threading.Thread(target=loop, daemon=True, name="bench-pin-workers")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-class ExternalCluster:
-    """``dask scheduler`` + N ``dask worker`` processes (1 thread each, warm-up preload): a cluster
-    that already exists when a run starts. ``address`` once entered."""
-
-    def __init__(self, n_workers: int, env: dict[str, str]):
-        self.n_workers, self.env, self.procs, self.address = n_workers, env, [], ""
-
-    def __enter__(self) -> ExternalCluster:
-        from distributed import Client
-
-        dask = str(pathlib.Path(sys.executable).parent / "dask")
-        port = free_port()
-        self.address = f"tcp://127.0.0.1:{port}"
-        # the settings deploy/ recommends: no statistical profiler, housekeeping every 500 ms
-        env = {**self.env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False", "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "500ms",
-               "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "500ms"}
-        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=pathlib.Path(__file__).parent.parent)
-        # the scheduler unpickles each task graph: with the flow code preloaded, the first one does
-        # not wait for it to import (1.5 s measured)
-        self.procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
-                                            "--preload", "flows.prepare"], **quiet))
-        for _ in range(self.n_workers):
-            self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                                                "--preload", "flows.prepare", "--preload", "pipeline.run.warmup"], **quiet))
-        with Client(self.address, timeout=60) as c:
-            c.wait_for_workers(self.n_workers, timeout=120)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def dir_bytes(path: pathlib.Path | str) -> int:
@@ -235,13 +161,14 @@ def dir_bytes(path: pathlib.Path | str) -> int:
     return total
 
 
-def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_seconds: float = 600.0, workers: int = 2,
+def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_seconds: float | None = 600.0, workers: int | None = 2,
                    clip: dict | None = None, dataset: str = "bench", dtype: str = "float32") -> dict[str, Any]:
-    """A catalog for a bench/corpus speech folder: log-mel 80 (n_fft 400, hop 160), 16 kHz."""
+    """A catalog for a bench/corpus speech folder: log-mel 80 (n_fft 400, hop 160), 16 kHz.
+    ``partition_seconds`` / ``workers`` None: not in the catalog (the catalog's defaults)."""
     audio: dict[str, Any] = {"sample_rate": 16000, "max_seconds": 600}
     if clip:
         audio["clip"] = clip
-    return {
+    cat: dict[str, Any] = {
         "dataset": dataset,
         "seed": 0,
         "output": {"store": str(store), "dtype": dtype},
@@ -257,8 +184,11 @@ def speech_catalog(audio_dir: pathlib.Path, store: pathlib.Path, *, partition_se
         "audio": audio,
         "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}},
         "splits": {"train": 0.8, "val": 0.1, "test": 0.1},
-        "execution": {"partition_seconds": partition_seconds, "workers": workers},
     }
+    execution = {k: v for k, v in (("partition_seconds", partition_seconds), ("workers", workers)) if v is not None}
+    if execution:
+        cat["execution"] = execution
+    return cat
 
 
 def write_catalog(path: pathlib.Path, cat: dict[str, Any]) -> pathlib.Path:
@@ -274,7 +204,7 @@ def run_child(args: list[str], *, env: dict[str, str] | None = None, timeout: fl
 
     ``process_wall_seconds`` ends when the process exits (what ``time`` in a shell reports);
     ``pipes_closed_seconds`` when its output pipes close, which waits also for processes it
-    left behind holding them (the embedded cluster's fork server exits after the run).
+    left behind holding them.
     """
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], env=env or one_thread_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -320,7 +250,19 @@ def env_info() -> dict[str, Any]:
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:
         pass
+    info.update(git_info())
     return info
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured, and the files of the working tree that differ from it."""
+    root = pathlib.Path(__file__).parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_head": head, "git_modified": [ln[3:] for ln in dirty.splitlines()]}
 
 
 def save(name: str, result: dict[str, Any], out: pathlib.Path | None = None) -> pathlib.Path:

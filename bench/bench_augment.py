@@ -76,9 +76,10 @@ def _figure(seconds_audio: float, seconds_wall: float) -> dict:
 def run(repeats: int = 5, n_clips: int = N_CLIPS) -> dict:
     import librosa
 
-    from pipeline.augment import AugmentConfig, build_chain
     from pipeline.augment import (
+        AugmentConfig,
         background_noise,
+        build_chain,
         freq_mask,
         gain,
         gaussian_noise,

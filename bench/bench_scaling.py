@@ -4,7 +4,7 @@ Run: ``python -m bench.bench_scaling [--small-hours 1] [--large-hours H] [--file
 ``make bench``; ``AUDIOPREP_BENCH_LARGE_HOURS`` default 2, ``AUDIOPREP_BENCH_CATALOG_FILES``
 default 100000). Writes bench/results/scaling.json.
 
-* worker memory: the Prefect flow with 2 workers (``bench.bench_pipeline`` child
+* worker memory: ``audioprep run --workers 2 --no-report`` (``bench.bench_pipeline`` child
   ``pipeline_w2``) on the small and the large speech corpus; peak RSS per worker process
   (psutil sampling, 50 ms). Target: the same within 10%.
 * driver memory: in a fresh process, ``pipeline.run.steps.discover`` +
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "workers" not in skip:
         mem = {}
         for h in (args.small_hours, args.large_hours):
-            r = _run("pipeline_w2", make_speech(h), args.partition_seconds)
+            r = _run("pipeline_w2", make_speech(h), args.partition_seconds, timeline=False)
             mem[f"{h:g}h"] = {k: r[k] for k in ("worker_peak_mb", "workers_peak_mb", "driver_peak_mb", "prefect_server_peak_mb",
                                                 "audio_seconds", "partitions", "steady_x_realtime") if k in r}
         small, large = mem[f"{args.small_hours:g}h"]["worker_peak_mb"], mem[f"{args.large_hours:g}h"]["worker_peak_mb"]
