@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Optional
 
@@ -14,10 +17,6 @@ from rich.table import Table
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-if "--debug" not in sys.argv:
-    # A refusal raised in the flow is printed once, as one line; Prefect's console handler would
-    # print its traceback for the task, the subflow and the flow. The run's records keep them.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
 console = Console()
@@ -78,6 +77,10 @@ def run(
     from pipeline.run.preflight import preflight
 
     t0 = time.perf_counter()
+    if not STATE["debug"]:
+        # A refusal raised in the flow is printed once, as one line; Prefect's console handler would
+        # print its traceback for the task, the subflow and the flow. The run's records keep them.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
         loaded = load_catalog(catalog)
         problems = check_sources(loaded)
@@ -96,8 +99,14 @@ def run(
         if summary is None:
             from audioprep.progress import run_with_progress
 
-            summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report, t0=t0)
-    except AudioprepError as exc:
+            with _interruptible():
+                summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report, t0=t0)
+    except BaseException as exc:  # noqa: BLE001 - sorted below
+        if _interrupted(exc) and not STATE["debug"]:
+            _say_interrupted()
+            raise typer.Exit(130) from None
+        if not isinstance(exc, AudioprepError):
+            raise
         _fail(exc)
         return
     summary["wall_seconds"] = time.perf_counter() - t0
@@ -110,6 +119,60 @@ def run(
         if summary.get("examples", 0) == 0 or frac > loaded.catalog.execution.max_reject_fraction:
             err.print(f"[bold red]{frac:.0%} of files were rejected (limit execution.max_reject_fraction={loaded.catalog.execution.max_reject_fraction:g})[/]")
             raise typer.Exit(1)
+
+
+#: After a Ctrl-C, how long the run may take to stop by itself before the command ends at once.
+INTERRUPT_GRACE_SECONDS = 4.0
+_INTERRUPT = {"said": False}
+
+
+def _say_interrupted() -> None:
+    if not _INTERRUPT["said"]:
+        _INTERRUPT["said"] = True
+        err.print("interrupted; nothing committed; rerun to resume")
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C (SIGINT to the terminal's process group) ends a run within seconds, exit 130.
+
+    The first one raises KeyboardInterrupt, as by default; should the run not have stopped
+    within :data:`INTERRUPT_GRACE_SECONDS` (an interrupt swallowed inside a library while
+    the workers, which got it too, are gone), or at a second Ctrl-C, the command exits at
+    once. Nothing is lost: a version is only committed at the end, and finished partitions
+    are kept for the rerun. The run's API server ends with this process.
+    """
+
+    def hard_exit() -> None:
+        _say_interrupted()
+        os._exit(130)
+
+    def on_sigint(signum, frame) -> None:
+        if _INTERRUPT.get("timer") is not None:
+            hard_exit()
+        timer = _INTERRUPT["timer"] = threading.Timer(INTERRUPT_GRACE_SECONDS, hard_exit)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Ctrl-C, also when Prefect's clean-up raised another error while handling it."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _delete_store(url: str, options: dict[str, Any]) -> None:

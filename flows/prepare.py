@@ -119,9 +119,19 @@ def submit_taking_results(submit: Callable[[Any], PrefectFuture], items: Iterabl
             on_result(done.get().result())
             taken += 1
     while taken < submitted:
-        on_result(done.get().result())
+        on_result(_next_done(done).result())
         taken += 1
     return submitted
+
+
+def _next_done(done: queue.SimpleQueue) -> Any:
+    # in short waits: a blocking get would hold off a Ctrl-C until the next result, and there is
+    # none when the interrupted workers are gone
+    while True:
+        try:
+            return done.get(timeout=0.2)
+        except queue.Empty:
+            continue
 
 
 #: Dask settings for the embedded cluster, applied only while the run's cluster is built (a
@@ -164,7 +174,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
         "dashboard_address": "127.0.0.1:0",
         "silence_logs": logging.WARNING,
         "env": env,
-        "preload": ["pipeline.run.warmup"],
+        "preload": ["pipeline.run.warmup", "flows.embedded_worker"],
         "config": {k: v for k, v in embedded_cluster_config().items() if not k.startswith("distributed.nanny.")},
     }
 

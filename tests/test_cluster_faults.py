@@ -181,3 +181,37 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     assert f"resumed: {done_before} of {total} partitions already committed" in r.stdout
     assert 0 < s["processed_audio_seconds"] < s["audio_hours"] * 3600
     _same_examples(store, reference_store)
+
+
+def test_ctrl_c_as_a_terminal_sends_it_then_resumed(tiny_corpus, tmp_path, reference_store):
+    """SIGINT to the run's process group: one line, exit 130, no process left; the rerun
+    says how many partitions were already done and ends identical to a clean run."""
+    import psutil
+
+    store = tmp_path / "s.zarr"
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store, execution={"partition_seconds": 3, "workers": 2}))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "1.0", "COLUMNS": "200"}
+    env.pop("PREFECT_API_URL", None)
+    p = subprocess.Popen([str(BIN / "audioprep"), "run", str(cat), "--no-report"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: (store / "_partitions").exists() and len(list((store / "_partitions").glob("*.json"))) >= 2, 120, "two manifests")
+        family = psutil.Process(p.pid).children(recursive=True)
+        assert len(family) >= 3  # the API server and the workers
+        sent = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = p.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err[-3000:]
+    assert took < 15, took  # seconds, not the minute of retries against a stopped API
+    assert "interrupted; nothing committed; rerun to resume" in err and "Traceback" not in err, err[-3000:]
+    _wait_for(lambda: not [c for c in family if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], 30, "children gone")
+    done_before = len(list((store / "_partitions").glob("*.json")))
+    env.pop("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
+    r = subprocess.run([str(BIN / "audioprep"), "run", str(cat), "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed: {done_before} of " in r.stdout, r.stdout
+    _same_examples(store, reference_store)
