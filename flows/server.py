@@ -128,7 +128,11 @@ class LocalApiServer:
             sys.executable, "-c", _SERVER, "server", "start", "--host", self.host, "--port", str(self.port),
             "--no-ui", "--no-scheduler", "--no-late-runs", "--log-level", "ERROR",
         ]
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(child_end,))
+        # a session of its own: a terminal's Ctrl-C goes to the run, which then records the
+        # interruption in this API before it stops it
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(child_end,), start_new_session=True
+        )
         os.close(child_end)
         return self.url
 
