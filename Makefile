@@ -57,16 +57,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -c 'import sys; print("make test:", sys.version.split()[0], "(constraints/oldest.txt)")'
 	status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
-		$(BIN)/ruff check $(LINT_PATHS) || status=$$?; exit $$status
+		$(BIN)/ruff check --output-format concise $(LINT_PATHS) || status=$$?; exit $$status
 
 # Its own PREFECT_HOME: a newer Prefect migrates the local database past what 3.8 can open.
 test-latest: $(STAMP_LATEST)
 	@$(BIN_LATEST)/python -c 'import sys; print("make test-latest:", sys.version.split()[0], "(newest releases)")'
 	status=0; PREFECT_HOME=$(CURDIR)/.prefect-latest $(BIN_LATEST)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
-		$(BIN_LATEST)/ruff check $(LINT_PATHS) || status=$$?; exit $$status
+		$(BIN_LATEST)/ruff check --output-format concise $(LINT_PATHS) || status=$$?; exit $$status
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff check --output-format concise $(LINT_PATHS)
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
