@@ -32,8 +32,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -141,8 +142,9 @@ def latency_proxy(upstream: str, latency_ms: float) -> Iterator[str]:
 
 
 def upload(endpoint: str, n_files: int, size_bytes: int, seed: int = 0) -> dict[str, bytes]:
-    import boto3
     from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
@@ -178,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
             with latency_proxy(endpoint, latency) as url:
                 opts = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
                 fs, _ = filesystem(urls[0], opts)
-                methods = {f"fetch_many_c{c}": (lambda c=c: fetch_many(urls, opts, concurrency=c)) for c in args.concurrency}
-                methods["fetch_sequential"] = lambda: fetch_sequential(urls, opts)
+                methods = {f"fetch_many_c{c}": (lambda c=c, u=urls, o=opts: fetch_many(u, o, concurrency=c)) for c in args.concurrency}
+                methods["fetch_sequential"] = lambda u=urls, o=opts: fetch_sequential(u, o)
                 # warm-up: connection pool, credentials, imports
                 assert fetch_many(urls[:20], opts) == {u: blobs[u] for u in urls[:20]}
                 times: dict[str, list[float]] = {name: [] for name in methods}

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _HOOKS: dict[str, Callable[..., None] | None] = {"plan": None, "ready": None, "partition": None}
 

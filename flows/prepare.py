@@ -19,7 +19,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
-
 from prefect_dask import DaskTaskRunner
 
 from flows import hooks

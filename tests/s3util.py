@@ -11,8 +11,9 @@ import io
 import logging
 import pathlib
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -76,11 +76,12 @@ def reference_store(tiny_corpus, tmp_path_factory):
 def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, tmp_path, reference_store):
     port = free_port()
     env = {**os.environ, "PREFECT_API_URL": api}
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"], **quiet)]
     try:
         addr = f"tcp://127.0.0.1:{port}"
         for _ in range(2):
-            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], **quiet))
         from distributed import Client
 
         with Client(addr, timeout=60) as c:
@@ -98,7 +99,8 @@ def test_external_dask_cluster_started_from_the_command_line(api, tiny_corpus, t
 
         async def runs():
             async with get_client() as client:
-                trs = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-")), limit=200, sort=TaskRunSort.NAME_ASC)
+                named = TaskRunFilter(name=TaskRunFilterName(like_="partition-"))
+                trs = await client.read_task_runs(task_run_filter=named, limit=200, sort=TaskRunSort.NAME_ASC)
                 return [t for t in trs if t.state_type.value == "COMPLETED"]
 
         from tests.test_flow_e2e import eventually
@@ -158,7 +160,8 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store, execution={"partition_seconds": 3}))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "ph"), "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "1.0"}
     env.pop("PREFECT_API_URL", None)
-    p = subprocess.Popen([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--no-report"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--no-report"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(lambda: (store / "_partitions").exists() and len(list((store / "_partitions").glob("*.json"))) >= 2, 120, "two manifests")
     finally:
@@ -169,7 +172,7 @@ def test_driver_killed_mid_run_then_resumed(tiny_corpus, tmp_path, reference_sto
     g = zarr.open_group(str(store), mode="r")
     assert g.attrs["audioprep"]["current_version"] == 0  # nothing committed
     env.pop("AUDIOPREP_TEST_PARTITION_DELAY_SECONDS")
-    r = subprocess.run([str(BIN / "audioprep"), "run", str(cat), "--workers", "1", "--no-report", "--json", str(tmp_path / "s.json")], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*cmd, "--json", str(tmp_path / "s.json")], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     import json
 

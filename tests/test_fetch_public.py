@@ -41,7 +41,11 @@ def test_cache_without_listed_keys_reads_every_key_and_stores_each_file_once(s3_
 
 def test_s3_reads_ask_for_one_get_per_object_and_other_filesystems_get_no_keyword(s3_endpoint, tmp_path):
     fs, _ = filesystem(f"s3://{BUCKET}/x", resolved_options(s3_endpoint))
-    assert _one_get(fs) == {"max_concurrency": 1}
+    import s3fs
+    from packaging.version import Version
+
+    # s3fs documents max_concurrency from 2026.3.0; older ones read a small object with a HEAD and a GET
+    assert _one_get(fs) == ({"max_concurrency": 1} if Version(s3fs.__version__) >= Version("2026.3.0") else {})
     local, _ = filesystem(str(tmp_path))
     assert _one_get(local) == {}
 

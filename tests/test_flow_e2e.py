@@ -69,7 +69,7 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     cat = write_catalog(tmp_path / "c.yaml", c)
     import datetime
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     summary = prepare(str(cat), workers=2)
     assert secret not in json.dumps(summary, default=str)
     assert summary["examples"] == 32 and summary["partitions"] >= 2
@@ -124,7 +124,7 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     # process (32 local files): identical store content
     store1 = tmp_path / "w1.zarr"
     c1 = {**c, "execution": {**c["execution"], "probe_in_flow_files": 0, "probe_batch_files": 10}}
-    started1 = datetime.datetime.now(datetime.timezone.utc)
+    started1 = datetime.datetime.now(datetime.UTC)
     prepare(str(write_catalog(tmp_path / "c1.yaml", c1)), store=str(store1), workers=1, report=False)
 
     async def probes(after):

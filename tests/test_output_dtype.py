@@ -20,8 +20,8 @@ from pipeline.features.normalize import RunningStats
 from pipeline.io.audio import decode, resample, to_mono
 from pipeline.run import steps
 from pipeline.store.layout import Layout, make_layout
-from pipeline.store.state import read_meta
 from pipeline.store.location import StoreLocation
+from pipeline.store.state import read_meta
 from tests.conftest import base_catalog, write_catalog
 
 FEATURES = {

@@ -15,12 +15,12 @@ import zarr
 from pipeline import open_dataset
 from pipeline.config.catalog import load_catalog
 from pipeline.errors import StoreLockedError
+from pipeline.io.discovery import probe_headers
 from pipeline.run import steps
 from pipeline.run.commit import prepare_store
 from pipeline.run.partition import process_partition
 from pipeline.run.planner import build_plan
 from pipeline.store.location import StoreLocation, acquire_lock, break_lock
-from pipeline.io.discovery import probe_headers
 from tests.conftest import base_catalog, write_catalog
 
 
@@ -200,7 +200,8 @@ def test_incremental_run_processes_only_new_and_changed_and_marks_removed(corpus
     assert len(ds3) == 32
     split3 = dict(zip(ds3.table["id"], ds3.table["split"]))
     assert all(split3[i] == s for i, s in split1.items() if i in split3)
-    state = {r: s for r, s in zip(zarr.open_group(str(store))["tables/v00002/examples/path"][:], zarr.open_group(str(store))["tables/v00002/examples/status"][:])}
+    table = zarr.open_group(str(store))["tables/v00002/examples"]
+    state = dict(zip(table["path"][:], table["status"][:]))
     assert state[str(files[2].relative_to(corpus_copy))] == "removed"
     # version 1 is still readable as it was
     assert len(open_dataset(str(store), version=1)) == 32

@@ -20,9 +20,10 @@ import hashlib
 import inspect
 import os
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from fsspec.core import strip_protocol
 
