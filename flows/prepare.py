@@ -36,14 +36,9 @@ TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 class Packed:
-    """A task argument or result Prefect does not walk.
-
-    Prefect visits every nested list, dict and dataclass of a task's arguments looking for
-    futures, on each call; plans hold thousands of file records and no futures. Tasks called
-    in the flow take ``quote(...)``; tasks submitted to Dask take ``Packed`` (prefect-dask
-    walks ``quote`` contents too). Profiled: this walk was the driver's largest CPU cost.
-    Results too: Prefect links a result and each of its items to the task's state.
-    """
+    """A task argument or result Prefect does not walk for futures (plans hold thousands of
+    records and no futures; docs/performance.md). In-flow tasks take ``quote(...)``; tasks
+    submitted to Dask take ``Packed``, whose contents prefect-dask does not walk either."""
 
     __slots__ = ("value",)
 
@@ -51,10 +46,8 @@ class Packed:
         self.value = value
 
 
-# Each task's function is a module-level name of its own, so it pickles by reference. Under
-# the decorator's name it would pickle by value (that name holds the Task), and with it every
-# function it references: each submit to Dask pickled all the flow's functions (the flow run's
-# context holds the flow), 0.25 s for the first.
+# Each task's function is a module-level name of its own, so it pickles by reference, not by
+# value with every function it references.
 def _discover(loaded):
     return Packed(steps.discover(loaded))
 
@@ -90,8 +83,7 @@ def _commit(plan, wall_seconds):
     return commit.commit_run(plan, wall_seconds=wall_seconds)
 
 
-# Results of thousands of records come back Packed (Prefect's lineage links: 0.15 s for
-# 3,600 headers).
+# Results of thousands of records come back Packed: Prefect would link each item to the task's state.
 discover_task = task(name="discover-sources", **TASK_OPTS)(_discover)
 probe_task = task(name="probe-headers", task_run_name="probe-headers-{index}", retries=2, retry_delay_seconds=[1, 5], **TASK_OPTS)(_probe)
 plan_task = task(name="plan-run", **TASK_OPTS)(_plan)
@@ -105,9 +97,8 @@ def submit_taking_results(submit: Callable[[Any], PrefectFuture], items: Iterabl
     """Submit one task per item, and hand each result to ``on_result`` as soon as its task is
     done, also while later items are still being submitted. Returns the number of tasks.
 
-    A submit costs the flow ~20 ms (serializing the task run), so a run of 20,000
-    partitions spends minutes submitting; the workers start at the first submit, and so do
-    progress and results. A failed task raises here, as ``PrefectFuture.result`` does.
+    A run of thousands of partitions spends minutes submitting; results and progress start
+    with the first. A failed task raises here, as ``PrefectFuture.result`` does.
     """
     done: queue.SimpleQueue = queue.SimpleQueue()
     submitted = taken = 0
