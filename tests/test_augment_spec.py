@@ -32,7 +32,7 @@ def feats_of(n_frames: int, n_mels: int = 40, n_mfcc: int = 13, seed: int = 0) -
 def test_freq_mask_zeroes_exactly_drawn_bands(n_frames, n_mels, count, max_width, seed):
     feats = feats_of(n_frames, n_mels, seed=seed)
     before = {k: v.copy() for k, v in feats.items()}
-    params = freq_mask.FreqMaskParams(count=count, max_width_bins=max_width)
+    params = freq_mask.FreqMaskParams(count=count, max_width_bins=max_width, fill="zero")
     out, drawn = freq_mask.apply(feats, np.random.default_rng(seed), params)
     for k in feats:  # inputs not mutated
         assert np.array_equal(feats[k], before[k])
@@ -76,7 +76,7 @@ def test_freq_mask_unknown_feature_is_key_error():
 def test_time_mask_zeroes_exactly_drawn_frames_in_every_frame_feature(n_frames, count, max_width, fraction, seed):
     feats = feats_of(n_frames, seed=seed)
     before = {k: v.copy() for k, v in feats.items()}
-    params = time_mask.TimeMaskParams(count=count, max_width_frames=max_width, max_width_fraction=fraction)
+    params = time_mask.TimeMaskParams(count=count, max_width_frames=max_width, max_width_fraction=fraction, fill="zero")
     out, drawn = time_mask.apply(feats, np.random.default_rng(seed), params)
     for k in feats:
         assert np.array_equal(feats[k], before[k])
@@ -95,7 +95,83 @@ def test_time_mask_zeroes_exactly_drawn_frames_in_every_frame_feature(n_frames, 
 
 def test_time_mask_known_draw():
     feats = {"log_mel": np.ones((10, 3), np.float32)}
-    out, drawn = time_mask.apply(feats, np.random.default_rng(0), time_mask.TimeMaskParams(count=1, max_width_frames=4))
+    out, drawn = time_mask.apply(feats, np.random.default_rng(0), time_mask.TimeMaskParams(count=1, max_width_frames=4, fill="zero"))
     (m,) = drawn["masks"]
     zero_rows = np.flatnonzero(~out["log_mel"].any(axis=1)).tolist()
     assert zero_rows == list(range(m["start_frame"], m["start_frame"] + m["width_frames"]))
+
+
+# --- the default fill is neutral for the stored feature ----------------------------------
+def _log_mel_of_a_chirp(seconds: float = 2.0) -> np.ndarray:
+    """A real log-mel (dB, top_db 80, max 0 dB): a rising chirp in low noise, 16 kHz."""
+    from pipeline.features import build_feature_set
+    from pipeline.features.config import FeaturesConfig
+
+    sr = 16000
+    t = np.arange(int(seconds * sr)) / sr
+    r = np.random.default_rng(7)
+    y = (0.5 * np.sin(2 * np.pi * (200 * t + 900 * t**2)) + 0.01 * r.standard_normal(t.size)).astype(np.float32)
+    config = FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 40, "top_db": 80}})
+    return build_feature_set(config, sr).compute(y)["log_mel"]
+
+
+def test_time_mask_default_fill_is_each_bands_mean_and_neutral_after_normalization():
+    from pipeline.features.normalize import RunningStats, per_example
+
+    x = _log_mel_of_a_chirp()
+    assert x.max() > -1.0 and x.mean() < -20.0  # dB: 0 is the loudest value, far above the mean
+    params = time_mask.TimeMaskParams(count=1, max_width_frames=40)
+    assert params.fill == "band_mean"
+    out, drawn = time_mask.apply({"log_mel": x}, np.random.default_rng(3), params)
+    (m,) = drawn["masks"]
+    assert m["width_frames"] >= 10
+    region = slice(m["start_frame"], m["start_frame"] + m["width_frames"])
+    band_mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(out["log_mel"][region], np.broadcast_to(band_mean, out["log_mel"][region].shape))
+    assert abs(out["log_mel"][region].mean() - x.mean()) < 1e-3  # the region's mean: the example's own mean
+    normalized = per_example(out["log_mel"])[region]
+    assert abs(normalized.mean()) < 0.5  # in sigma of each band
+    stats = RunningStats(x.shape[1]).update(x)  # global normalization with the unmasked clip's statistics
+    assert abs(stats.apply(out["log_mel"])[region].mean()) < 0.5
+
+
+def test_time_mask_zero_fill_on_db_features_is_a_bright_stripe():
+    """Why zero is not the default: 0 dB is several sigma above a log-mel band's mean."""
+    from pipeline.features.normalize import per_example
+
+    x = _log_mel_of_a_chirp()
+    out, drawn = time_mask.apply({"log_mel": x}, np.random.default_rng(3), time_mask.TimeMaskParams(count=1, max_width_frames=40, fill="zero"))
+    (m,) = drawn["masks"]
+    region = slice(m["start_frame"], m["start_frame"] + m["width_frames"])
+    assert per_example(out["log_mel"])[region].mean() > 1.5
+
+
+def test_freq_mask_default_fill_is_each_masked_bands_own_mean():
+    from pipeline.features.normalize import RunningStats, per_example
+
+    x = _log_mel_of_a_chirp()
+    out, drawn = freq_mask.apply({"log_mel": x}, np.random.default_rng(5), freq_mask.FreqMaskParams(count=1, max_width_bins=12))
+    (m,) = drawn["masks"]
+    assert m["width_bins"] >= 3
+    bands = slice(m["start_bin"], m["start_bin"] + m["width_bins"])
+    own = x[:, bands].mean(axis=0, dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(out["log_mel"][:, bands], np.broadcast_to(own, out["log_mel"][:, bands].shape))
+    assert abs(out["log_mel"][:, bands].mean() - x[:, bands].mean()) < 1e-3
+    np.testing.assert_array_equal(np.delete(out["log_mel"], np.arange(x.shape[1])[bands], axis=1), np.delete(x, np.arange(x.shape[1])[bands], axis=1))
+    assert np.abs(per_example(out["log_mel"])[:, bands]).max() < 0.5
+    stats = RunningStats(x.shape[1]).update(x)
+    assert abs(stats.apply(out["log_mel"])[:, bands].mean()) < 0.5
+
+
+def test_explicit_fill_values():
+    x = _log_mel_of_a_chirp(0.5)
+    out, drawn = freq_mask.apply({"log_mel": x}, np.random.default_rng(5), freq_mask.FreqMaskParams(count=1, max_width_bins=12, fill=-55.5))
+    (m,) = drawn["masks"]
+    assert m["width_bins"] > 0 and np.all(out["log_mel"][:, m["start_bin"] : m["start_bin"] + m["width_bins"]] == np.float32(-55.5))
+    out, drawn = time_mask.apply({"log_mel": x}, np.random.default_rng(3), time_mask.TimeMaskParams(count=1, max_width_frames=10, fill=-80))
+    (m,) = drawn["masks"]
+    assert m["width_frames"] > 0 and np.all(out["log_mel"][m["start_frame"] : m["start_frame"] + m["width_frames"]] == np.float32(-80))
+    with pytest.raises(ValueError, match="fill"):
+        time_mask.TimeMaskParams(fill="loud")
+    with pytest.raises(ValueError, match="fill"):
+        freq_mask.FreqMaskParams(fill=float("nan"))

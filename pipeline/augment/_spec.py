@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 
 def select(
@@ -28,11 +30,32 @@ def select(
     return sorted(set(names))
 
 
-def fill_value(x: np.ndarray, fill: str) -> np.float32:
-    """0 for ``fill="zero"``; the array's mean for ``fill="mean"``."""
+#: ``fill`` of freq_mask and time_mask: a named rule or an explicit value (in the feature's units).
+Fill = Literal["band_mean", "mean", "zero"] | Annotated[float, Field(allow_inf_nan=False)]
+
+
+def band_fill(x: np.ndarray, fill: str | float) -> np.ndarray:
+    """Fill value of every band of time-major ``x`` [shape=(n_frames, n_bins)] -> float32 (n_bins,).
+
+    ``band_mean`` (default): each band's own mean over the clip's frames, the value that
+    per-example normalisation maps to 0 and a typical value of that band under global
+    normalisation, so a mask neither brightens nor darkens the stored feature. ``mean``:
+    the whole array's mean, one value for every band. ``zero``: 0 (neutral only for
+    features that are already mean-normalised). A number: that value.
+    """
+    x = np.asarray(x)
+    n_bins = x.shape[1] if x.ndim == 2 else 1
+    if fill == "band_mean":
+        if not x.shape[0]:
+            return np.zeros(n_bins, np.float32)
+        return np.mean(x.reshape(x.shape[0], n_bins), axis=0, dtype=np.float64).astype(np.float32)
     if fill == "mean":
-        return np.float32(np.mean(x, dtype=np.float64)) if x.size else np.float32(0.0)
-    return np.float32(0.0)
+        value = float(np.mean(x, dtype=np.float64)) if x.size else 0.0
+    elif fill == "zero":
+        value = 0.0
+    else:
+        value = float(fill)
+    return np.full(n_bins, value, np.float32)
 
 
 def copy_on_write(out: dict[str, np.ndarray], feats: Mapping[str, np.ndarray], name: str) -> np.ndarray:

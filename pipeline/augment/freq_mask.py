@@ -16,20 +16,28 @@ class FreqMaskParams(StepParams):
     """``count`` bands per feature, each of width drawn from [0, max_width_bins] (clipped to n_bins).
 
     ``features``: names of the features to mask; default every 2-D feature with more than
-    one bin. ``fill``: ``zero`` (SpecAugment on mean-normalised features) or ``mean`` (the
-    feature's own mean; use it for un-normalised dB features, where 0 is loud).
+    one bin. ``fill``: ``band_mean`` (default: each masked band is set to its own mean over
+    the clip's frames, the value per-example normalisation maps to 0, so the band comes out
+    neutral whether the reader normalises per example, globally or not at all), ``mean``
+    (the feature's overall mean), ``zero`` (0: neutral only for features stored already
+    mean-normalised; 0 dB is the loudest value of a log-mel) or a number (that value).
     """
 
     name: Literal["freq_mask"] = "freq_mask"
     count: int = Field(2, ge=0)
     max_width_bins: int = Field(27, ge=0)
     features: tuple[str, ...] | None = None
-    fill: Literal["zero", "mean"] = "zero"
+    fill: _spec.Fill = "band_mean"
 
 
-def mask_bins(x: np.ndarray, start_bin: int, width_bins: int, value: float = 0.0) -> None:
-    """Set ``x[:, start_bin:start_bin + width_bins]`` to ``value`` in place."""
-    x[:, start_bin : start_bin + width_bins] = value
+def mask_bins(x: np.ndarray, start_bin: int, width_bins: int, value: float | np.ndarray = 0.0) -> None:
+    """Set ``x[:, start_bin:start_bin + width_bins]`` to ``value`` in place.
+
+    ``value``: a scalar, or one value per bin of ``x`` [shape=(n_bins,)] (each masked bin
+    gets its own).
+    """
+    value = np.asarray(value)
+    x[:, start_bin : start_bin + width_bins] = value[start_bin : start_bin + width_bins] if value.ndim else value
 
 
 def apply(
@@ -46,7 +54,7 @@ def apply(
     masks = []
     for name in targets:
         n_bins = np.shape(feats[name])[1]
-        value = _spec.fill_value(np.asarray(feats[name]), params.fill)
+        value = _spec.band_fill(np.asarray(feats[name]), params.fill)
         for _ in range(params.count):
             width = int(rng.integers(0, min(params.max_width_bins, n_bins) + 1))
             start = int(rng.integers(0, n_bins - width + 1))

@@ -18,7 +18,12 @@ class TimeMaskParams(StepParams):
     The width is also capped at ``max_width_fraction`` of the frame count (SpecAugment's
     ``p``; keeps short clips from being masked whole). The same ranges are masked in every
     target feature (``features``; default every 2-D, frame-level feature), which assumes
-    they share one frame rate (one hop), as the pipeline's features do.
+    they share one frame rate (one hop), as the pipeline's features do. ``fill``:
+    ``band_mean`` (default: every bin of a masked frame is set to that bin's mean over the
+    clip's frames, the value per-example normalisation maps to 0), ``mean`` (the feature's
+    overall mean), ``zero`` (0: neutral only for features stored already mean-normalised;
+    0 dB is the loudest value of a log-mel) or a number (that value). Fill values are taken
+    from the features as passed in, before any of this step's masks.
     """
 
     name: Literal["time_mask"] = "time_mask"
@@ -26,11 +31,14 @@ class TimeMaskParams(StepParams):
     max_width_frames: int = Field(100, ge=0)
     max_width_fraction: float = Field(1.0, ge=0.0, le=1.0)
     features: tuple[str, ...] | None = None
-    fill: Literal["zero", "mean"] = "zero"
+    fill: _spec.Fill = "band_mean"
 
 
-def mask_frames(x: np.ndarray, start_frame: int, width_frames: int, value: float = 0.0) -> None:
-    """Set ``x[start_frame:start_frame + width_frames]`` to ``value`` in place."""
+def mask_frames(x: np.ndarray, start_frame: int, width_frames: int, value: float | np.ndarray = 0.0) -> None:
+    """Set ``x[start_frame:start_frame + width_frames]`` to ``value`` in place.
+
+    ``value``: a scalar, or one value per bin [shape=(n_bins,)], broadcast over the frames.
+    """
     x[start_frame : start_frame + width_frames] = value
 
 
@@ -47,7 +55,7 @@ def apply(
     masks = []
     n_frames = max((np.shape(feats[n])[0] for n in targets), default=0)
     cap = min(params.max_width_frames, int(np.floor(params.max_width_fraction * n_frames)))
-    values = {n: _spec.fill_value(np.asarray(feats[n]), params.fill) for n in targets}
+    values = {n: _spec.band_fill(np.asarray(feats[n]), params.fill) for n in targets}
     for _ in range(params.count if n_frames else 0):
         width = int(rng.integers(0, cap + 1))
         start = int(rng.integers(0, n_frames - width + 1))
