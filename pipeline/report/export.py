@@ -35,8 +35,10 @@ def table_columns(url: str, table: str, *, version: int | None = None, storage_o
     raise ConfigError(f"--table {table!r}: choose summaries, examples or rejects")
 
 
-def export_table(url: str, *, table: str, fmt: str, out: str | None = None, version: int | None = None) -> str:
-    cols = table_columns(url, table, version=version)
+def export_table(
+    url: str, *, table: str, fmt: str, out: str | None = None, version: int | None = None, storage_options: dict[str, Any] | None = None
+) -> str:
+    cols = table_columns(url, table, version=version, storage_options=storage_options)
     path = pathlib.Path(out or f"{table}.{fmt}")
     if fmt == "parquet":
         import pyarrow as pa

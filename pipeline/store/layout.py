@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
@@ -128,7 +128,9 @@ def ensure_feature_arrays(group: zarr.Group, layout: Layout, length: int, featur
             shards=shards,
             dtype=layout.dtype,
             fill_value=0.0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle=SHUFFLE[layout.dtype]),
+            # a CRC-32C of every inner chunk after compression: a damaged chunk is an error on
+            # read, never other numbers (stores made before it have no checksum and still read)
+            compressors=(BloscCodec(cname="lz4", clevel=5, shuffle=SHUFFLE[layout.dtype]), Crc32cCodec()),
             dimension_names=feature_dims(layout, name),
             attributes={
                 "dtype": layout.dtype,

@@ -19,6 +19,7 @@ from pipeline.errors import StoreError
 from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, ATTR_KEY, read_meta, table_path
 from pipeline.store.tables import read_table
+from pipeline.store.verify import read_rows
 
 META_COLUMNS = (
     "id", "file_id", "parent", "copy", "source", "path", "group", "split",
@@ -48,6 +49,7 @@ class AudioDataset:
         self._sel = sel
         self._group: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
+        self._seen: dict[str, set[int]] = {}
         loc = StoreLocation(sel.url, sel.storage_options)
         meta = read_meta(loc)
         if meta is None or not meta.get("current_version"):
@@ -55,7 +57,7 @@ class AudioDataset:
         self.meta = meta
         versions = [v["version"] for v in meta.get("versions", [])]
         if sel.version not in versions:
-            raise StoreError(f"{sel.url} has no version {sel.version}; versions: {versions}")
+            raise StoreError(f"{sel.url} has no version {sel.version}; its versions: {', '.join(map(str, versions))}")
         group = self._open()
         cols = read_table(group, table_path(sel.version, "examples"))
         keep = np.isin(cols["status"], ACTIVE)
@@ -80,6 +82,7 @@ class AudioDataset:
         state = self.__dict__.copy()
         state["_group"] = None
         state["_arrays"] = {}
+        state["_seen"] = {}
         return state
 
     def _open(self) -> zarr.Group:
@@ -92,6 +95,19 @@ class AudioDataset:
         if name not in self._arrays:
             self._arrays[name] = self._open()[f"features/{name}"]
         return self._arrays[name]
+
+    def _read(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` of a feature array; a damaged or missing shard is a StoreError
+        naming the store, the array, the shard and the examples."""
+        loc = StoreLocation(self._sel.url, self._sel.storage_options)
+        return read_rows(loc, self._array(name), lo, hi, self._ids_in, checked=self._seen.setdefault(name, set()))
+
+    def _ids_in(self, a: int, b: int) -> list[str]:
+        """Ids of this dataset's examples whose rows meet ``[a, b)``."""
+        off = self.table["offset"].astype(np.int64)
+        n = np.ones_like(off) if self.layout["mode"] == "dense" else self.table["length"].astype(np.int64)
+        hit = (off < b) & (off + n > a)
+        return [str(x) for x in self.table["id"][hit]]
 
     # --- map-style access -------------------------------------------------------------
     def __len__(self) -> int:
@@ -108,7 +124,7 @@ class AudioDataset:
         off, length = int(self.table["offset"][i]), int(self.table["length"][i])
         feats = {}
         for name in self.feature_names:
-            x = self._array(name)[off] if self.layout["mode"] == "dense" else self._array(name)[off : off + length]
+            x = self._read(name, off, off + 1)[0] if self.layout["mode"] == "dense" else self._read(name, off, off + length)
             feats[name] = self._normalize(name, np.asarray(x, dtype=np.float32))
         label = str(self.table["label"][i])
         return {
@@ -189,7 +205,7 @@ class AudioDataset:
         dense = self.layout["mode"] == "dense"
         lengths = np.ones_like(offsets) if dense else self.table["length"][positions].astype(np.int64)
         lo, hi = int(offsets.min()), int((offsets + lengths).max())
-        data = {name: np.asarray(self._array(name)[lo:hi], dtype=np.float32) for name in self.feature_names}
+        data = {name: np.asarray(self._read(name, lo, hi), dtype=np.float32) for name in self.feature_names}
         out = []
         for p, o, n in zip(positions, offsets, lengths):
             feats = {}

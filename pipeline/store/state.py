@@ -76,6 +76,9 @@ def read_state(loc: StoreLocation, version: int | None = None) -> StoreState | N
     if meta is None or not meta.get("current_version"):
         return None if meta is None else StoreState(meta, 0, [], [], np.zeros((0, 0), np.float32))
     v = int(version or meta["current_version"])
+    versions = [int(x["version"]) for x in meta.get("versions", [])]
+    if v not in versions:
+        raise StoreError(f"{loc.url} has no version {v}; its versions: {', '.join(map(str, versions))}")
     group = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
     table = rows_of(read_table(group, table_path(v, "examples")))
     rejects = rows_of(read_table(group, table_path(v, "rejects")))
