@@ -5,6 +5,14 @@ of every bin of ``log_mel`` and ``mfcc`` (whichever of them the store holds). A
 standardising logistic regression is fitted on the train split (augmented copies
 included) and scored on the test split, whose speakers (groups) never occur in train.
 
+Features and normalisation have to fit together. The clip vectors are pooled over time,
+so they are computed from the stored (raw) values, ``open_dataset(..., normalize=False)``,
+whatever ``features.normalization`` the store records: per-example normalisation makes
+every band of every clip mean 0 and std 1 over time, so its pooled mean and std are the
+same for every clip and the classifier is left at chance. The corpus-wide scaling is done
+by ``StandardScaler``, fitted on the train split only (what ``global`` normalisation
+would do, without its statistics including the test split).
+
     python examples/train_classifier.py data/demo.zarr
 
 See docs/training.md.
@@ -13,7 +21,7 @@ See docs/training.md.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,8 +74,9 @@ def main(store: str, *, train_split: str = "train", test_split: str = "test", ve
 
     probe = open_dataset(store)
     features = features_to_use(probe)
-    train = open_dataset(store, train_split, features=features)
-    test = open_dataset(store, test_split, features=features, include_copies=False)
+    # raw values: pooled over time, per-example-normalised features are 0 and 1 in every clip
+    train = open_dataset(store, train_split, features=features, normalize=False)
+    test = open_dataset(store, test_split, features=features, include_copies=False, normalize=False)
     x_train, y_train = clip_statistics(train)
     x_test, y_test = clip_statistics(test)
 
@@ -77,7 +86,8 @@ def main(store: str, *, train_split: str = "train", test_split: str = "test", ve
     accuracy = float(accuracy_score(y_test, predicted))
     if verbose:
         labels: Sequence[str] = train.labels
-        print(f"features: {', '.join(features)} -> {x_train.shape[1]} values per clip")
+        print(f"features: {', '.join(features)} -> {x_train.shape[1]} values per clip (mean and std over time)")
+        print(f"normalization: stored values pooled per clip, then StandardScaler on train (the store records {probe.normalization!r})")
         print(f"train: {len(train)} clips ({int((train.table['copy'] > 0).sum())} augmented copies); test: {len(test)} clips")
         present = sorted(set(y_test.tolist()) | set(predicted.tolist()))
         print(classification_report(y_test, predicted, labels=present, target_names=[labels[i] for i in present], zero_division=0))

@@ -6,8 +6,11 @@ import importlib.util
 import multiprocessing
 import pathlib
 import re
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pytest
 
 from conftest import base_catalog, write_catalog
@@ -36,12 +39,38 @@ def demo_store(tmp_path_factory) -> str:
     return str(store)
 
 
+@pytest.fixture(scope="module")
+def per_example_store(tmp_path_factory) -> str:
+    """The same corpus, the store recording ``features.normalization: per_example``."""
+    tmp = tmp_path_factory.mktemp("per_example")
+    make_corpus(tmp / "audio", speakers=6, files_per_speaker_and_class=4, seed=3)
+    store = tmp / "store.zarr"
+    cat = base_catalog(tmp / "audio", store, splits={"train": 0.5, "val": 0.17, "test": 0.33, "by": "group"})
+    cat["features"] = {**cat["features"], "normalization": "per_example"}
+    run_catalog(load_catalog(write_catalog(tmp / "catalog.yaml", cat)))
+    return str(store)
+
+
 def test_example_beats_chance_on_unseen_speakers(demo_store):
     train, test = open_dataset(demo_store, "train"), open_dataset(demo_store, "test")
     assert not set(train.table["group"]) & set(test.table["group"]), "test speakers must be unseen in train"
     assert len(set(test.table["label"])) == 4
     accuracy = _load_example().main(demo_store, verbose=False)
     assert accuracy >= 0.6, f"accuracy {accuracy:.2f} does not clearly beat chance (0.25)"
+
+
+def test_example_beats_chance_when_the_store_normalizes_per_example(per_example_store, demo_store):
+    """Pooled over time, per-example-normalised features are 0 and 1 in every clip: the
+    example must pool the stored values instead (pooling the normalised ones scores 0.62
+    on this corpus, 1.0 with the stored values; chance is 0.25)."""
+    ds = open_dataset(per_example_store, "test", features=["log_mel"])
+    assert ds.normalization == "per_example"
+    x = ds[0]["features"]["log_mel"]
+    assert np.abs(x.mean(axis=0)).max() < 1e-4  # what the reader hands out: nothing left to pool
+    example = _load_example()
+    accuracy = example.main(per_example_store, verbose=False)
+    assert accuracy >= 0.9, f"accuracy {accuracy:.2f} on a per_example store (chance 0.25)"
+    assert accuracy == example.main(demo_store, verbose=False)  # the same corpus stored without normalization
 
 
 def test_clip_statistics_match_per_item_reads(demo_store):
@@ -82,3 +111,30 @@ def test_doc_pytorch_snippet_runs_when_torch_is_installed(demo_store, monkeypatc
     namespace = {"__name__": "snippet"}
     exec(compile(code, "docs/training.md", "exec"), namespace)
     namespace["main"]()
+
+
+def _console_after(text: str, command_part: str) -> tuple[str, list[str]]:
+    """The ``$ ...`` line containing ``command_part`` in a console block of ``text`` and the output lines after it."""
+    for block in re.findall(r"```console\n(.*?)```", text, re.S):
+        lines = block.rstrip("\n").split("\n")
+        for k, line in enumerate(lines):
+            if line.startswith("$ ") and command_part in line:
+                return line, lines[k + 1 :]
+    raise AssertionError(f"no console block of docs/training.md runs {command_part}")
+
+
+def test_doc_console_output_is_what_the_documented_command_prints(tmp_path):
+    """docs/training.md's transcript is the example's output on the `make demo` store, line for line."""
+    command, expected = _console_after((ROOT / "docs" / "training.md").read_text(), "examples/train_classifier.py")
+    assert command.split()[-1] == "data/demo.zarr" and "..." not in expected
+    # what `make demo` does: the corpus script with its defaults, then catalog.yaml
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_corpus.py"), "--out", str(tmp_path / "demo-audio")], check=True, capture_output=True)
+    text = (ROOT / "catalog.yaml").read_text()
+    assert "store: data/demo.zarr" in text and "url: data/demo-audio" in text
+    store = tmp_path / "demo.zarr"
+    text = text.replace("store: data/demo.zarr", f"store: {store}").replace("url: data/demo-audio", f"url: {tmp_path / 'demo-audio'}")
+    (tmp_path / "catalog.yaml").write_text(text)
+    run_catalog(load_catalog(tmp_path / "catalog.yaml"))
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_classifier.py"), str(store)], check=True, capture_output=True, text=True, cwd=ROOT)
+    got = [line.rstrip() for line in out.stdout.rstrip("\n").split("\n")]
+    assert got == [line.rstrip() for line in expected], "docs/training.md is out of date; the command prints:\n" + "\n".join(got)
