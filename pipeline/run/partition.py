@@ -32,6 +32,12 @@ from pipeline.store.shards import RegionWriter
 
 MANIFEST_DIR = "_partitions"
 
+
+class ChangedDuringRun(AudioDecodeError):
+    """The file decodes to more than was planned from the header probed at planning: it was
+    replaced (or appended to) during the run. Rejected; the next run plans it afresh."""
+
+
 def _fault_delay_seconds() -> float:
     """Fault-injection tests widen the window between compute and commit to kill a process in
     it. Read per call: workers forked from a warm server imported this module long before."""
@@ -126,7 +132,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             try:
                 if isinstance(data, BaseException) or data is None:
                     raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
-                sr_in, channels, frames, segments = _decode_segments(data, it, ctx)
+                sr_in, channels, frames, segments, truncated = _decode_segments(data, it, ctx)
                 del data
                 out_rows = []
                 for k, (start_frame, y_native) in enumerate(segments):
@@ -134,10 +140,22 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
                     if y.shape[0] < min_samples:
                         if k > 0:  # a split file's short tail: nothing to analyse
                             continue
-                        raise AudioDecodeError(it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})")
+                        raise AudioDecodeError(
+                            it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})"
+                        )
                     seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
-                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0):
+                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated):
                         out_rows.append({**row, "start_seconds": start_frame / sr_in})
+                need = len(out_rows) if dense else sum(r["length"] for r in out_rows)
+                if cursor + need > spec.capacity:
+                    # planned from the header probed at planning; nothing of this file is written
+                    raise ChangedDuringRun(
+                        it.rel_path,
+                        "changed",
+                        f"decoded {frames} frames at {sr_in} Hz ({frames / sr_in:.1f} s) but planning read {it.frames} frames "
+                        f"({it.duration_seconds:.1f} s) from its header: the file changed during the run (or its header under-states "
+                        "its length); the next run plans it again",
+                    )
             except AudioDecodeError as exc:
                 rejects.append(_reject(it, exc.stage, type(exc).__name__, str(exc), ctx))
                 continue
@@ -148,13 +166,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
             audio_seconds += frames / sr_in
             for row in out_rows:
                 feats = row.pop("feats")
-                n = row["length"]
-                span = 1 if dense else n
-                if cursor + span > spec.capacity:
-                    raise RuntimeError(
-                        f"partition {spec.partition_id}: region of {spec.capacity} overflowed at {it.rel_path}; "
-                        "the header under-stated the length. This is a bug: please report it."
-                    )
+                span = 1 if dense else row["length"]
                 for name in layout.feature_shapes:
                     x = feats[name][None] if dense else feats[name]  # dense: each clip is one row (row, frame, bin)
                     writers[name].append(x)
@@ -206,7 +218,7 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
 
 
 def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
-    """``(sample_rate, channels, frames, [(start_frame, y (n, ch)), ...])`` of one file.
+    """``(sample_rate, channels, frames, [(start_frame, y (n, ch)), ...], truncated)`` of one file.
 
     A file longer than ``audio.max_seconds`` becomes several segments when
     ``audio.long_files`` is ``split``; each is decoded on its own, so memory stays bounded.
@@ -218,15 +230,19 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
         segments = list(gen)
         if not segments:
             raise AudioDecodeError(it.rel_path, "decode", "no samples (header only or truncated before the first frame)")
-        return sr_in, channels, sum(y.shape[0] for _, y in segments), segments
-    dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds)
-    return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)]
+        n = sum(y.shape[0] for _, y in segments)
+        return sr_in, channels, n, segments, n < frames
+    # mono block by block: one file's memory is one channel's worth, at most audio.max_seconds
+    dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds, mono=True)
+    return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)], dec.truncated
 
 
-def _featurize(y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int) -> list[dict[str, Any]]:
+def _featurize(
+    y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int, *, truncated: bool = False
+) -> list[dict[str, Any]]:
     """Rows (with their features under ``feats``) of one example and its augmented copies."""
     sr = ctx.audio.sample_rate
-    flags = "silent" if peak_dbfs(y) < ctx.audio.flag_silence_dbfs else ""
+    flags = ",".join(f for f, on in (("silent", peak_dbfs(y) < ctx.audio.flag_silence_dbfs), ("truncated", truncated)) if on)
     out = []
     for copy in range(0, it.copies + 1):
         drawn: list[dict[str, Any]] = []
