@@ -185,6 +185,31 @@ def test_preview_draws_files_and_writes_no_store(tiny_corpus, tmp_path):
         _check_png(page.parent / name, w, h)
     assert "n_fft=400" in html and "hop_length=160" in html and "n_mels=40" in html
     assert "background_noise(" in html and "gain(gain_db=" in html
+    # three files from three labels and three speakers, not the first three in sorted order
+    shown = re.findall(r"<figcaption>(\w+)/(spk\d+)_\w+\.(?:wav|flac):", html)
+    assert len(shown) == 3 and len({lab for lab, _ in shown}) == 3 and len({spk for _, spk in shown}) == 3, shown
+
+
+def test_preview_picks_files_round_robin_over_labels_then_groups():
+    from pipeline.io.discovery import FileRef
+    from pipeline.report.preview import pick_files
+
+    def ref(label, group, k):
+        path = f"{label}/{group}_{k}.wav"
+        return FileRef(path, "src", path, "/x/" + path, 1, "1", label=label, group=group)
+
+    refs = [ref(lab, g, k) for lab in ("b", "a", "c") for g in ("s2", "s1", "s3") for k in (1, 0)]
+    got = [(r.label, r.group, r.rel_path) for r in pick_files(refs, 7)]
+    assert got == [
+        ("a", "s1", "a/s1_0.wav"), ("b", "s2", "b/s2_0.wav"), ("c", "s3", "c/s3_0.wav"),
+        ("a", "s2", "a/s2_0.wav"), ("b", "s1", "b/s1_0.wav"), ("c", "s1", "c/s1_0.wav"),
+        ("a", "s3", "a/s3_0.wav"),
+    ]
+    assert pick_files(list(reversed(refs)), 7) == pick_files(refs, 7)  # input order does not matter
+    assert len(pick_files(refs, 100)) == len(refs) and pick_files(refs[:1], 5) == refs[:1]
+    # a label with few files does not stop the others
+    uneven = [ref("a", "s1", 0), *[ref("b", g, k) for g in ("s1", "s2") for k in (0, 1)]]
+    assert [r.rel_path for r in pick_files(uneven, 4)] == ["a/s1_0.wav", "b/s2_0.wav", "b/s1_0.wav", "b/s2_1.wav"]
 
 
 def test_preview_rejects_bad_arguments(tmp_path):

@@ -1,7 +1,8 @@
 """``audioprep preview``: the whole feature and augmentation chain on a few files, no store.
 
-For tuning ``n_fft``, ``hop_length`` and ``n_mels`` before a long run: the first ``n``
-example files of the catalog go through the same steps as a partition worker (fetch,
+For tuning ``n_fft``, ``hop_length`` and ``n_mels`` before a long run: ``n`` example files
+of the catalog, taken across labels and groups (:func:`pick_files`), go through the same
+steps as a partition worker (fetch,
 decode, mono, resample, fixed-length clip, features, augmented copies with the same
 per-example generators), and each file gets one figure: waveform and spectrogram of the
 original and of every augmented copy, the analysis settings in the title. Nothing is
@@ -11,7 +12,7 @@ written to ``output.store``. Copies are drawn for every previewed file, whatever
 from __future__ import annotations
 
 import pathlib
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,34 @@ def run_chain(
     return out
 
 
+def pick_files(refs: Sequence[FileRef], n: int) -> list[FileRef]:
+    """Up to ``n`` files spread over labels and groups, deterministically.
+
+    Round-robin over the labels (sorted); each label's turn takes a file of the group it
+    has shown least so far, among those the group used least over all picks (ties: the
+    group that sorts first), and within a group the file that sorts first by (source,
+    path). So the first picks cover every label, each from a different group where the
+    corpus allows, and a label's later picks show its other groups, instead of the first
+    ``n`` files in sorted order (one label, one speaker).
+    """
+    queues: dict[str, dict[str, deque[FileRef]]] = defaultdict(lambda: defaultdict(deque))
+    for ref in sorted(refs, key=lambda r: (r.label, r.group, r.source, r.rel_path)):
+        queues[ref.label][ref.group].append(ref)
+    used: Counter[str] = Counter()
+    shown: dict[str, Counter[str]] = defaultdict(Counter)
+    out: list[FileRef] = []
+    while len(out) < n and any(q for groups in queues.values() for q in groups.values()):
+        for label in sorted(queues):
+            groups = {g: q for g, q in queues[label].items() if q}
+            if len(out) == n or not groups:
+                continue
+            group = min(groups, key=lambda g: (shown[label][g], used[g], g))
+            out.append(groups[group].popleft())
+            used[group] += 1
+            shown[label][group] += 1
+    return out
+
+
 def load_banks(bank_refs: Sequence[FileRef], catalog: Catalog, names: set[str], sample_rate: int) -> dict[str, list[np.ndarray]]:
     """Mono clips at ``sample_rate`` of the noise / impulse-response sources in ``names``."""
     sources = {s.name: s for s in catalog.sources}
@@ -127,7 +156,8 @@ def _fetch(refs: Sequence[FileRef], catalog: Catalog) -> dict[str, Any]:
 
 
 def preview(catalog_path: str, *, n: int = 5, out: str = "preview") -> str:
-    """Draw the first ``n`` example files of a catalog through the whole chain; return ``out/index.html``.
+    """Draw ``n`` example files of a catalog (:func:`pick_files`: across labels and groups)
+    through the whole chain; return ``out/index.html``.
 
     Raises
     ------
@@ -145,7 +175,7 @@ def preview(catalog_path: str, *, n: int = 5, out: str = "preview") -> str:
     c = loaded.catalog
     sr = c.audio.sample_rate
     refs, bank_refs = discover(loaded)
-    refs = refs[:n]
+    refs = pick_files(refs, n)
     fset = build_feature_set(c.features, sr)
     chain = build_chain(c.augment)
     banks = load_banks(bank_refs, c, chain.bank_sources(), sr) if chain.copies and chain.bank_sources() else {}
@@ -156,7 +186,8 @@ def preview(catalog_path: str, *, n: int = 5, out: str = "preview") -> str:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("file_*.png"):  # only what a previous preview wrote
         old.unlink()
-    files = Section("files", "Files", f"The first {len(refs)} example file(s) of {catalog_path}; {chain.copies} augmented cop(ies) each. {setting}.")
+    picked = f"{len(refs)} example file(s) of {catalog_path}, taken in turn from each label and from its least used group"
+    files = Section("files", "Files", f"{picked}; {chain.copies} augmented cop(ies) each. {setting}.")
     failed: list[tuple[str, ...]] = []
     blobs = _fetch(refs, c)
     min_samples = fset.n_fft
@@ -237,4 +268,4 @@ def _draw_file(versions: list[Version], ref: FileRef, view: SpecView | None, sr:
     return save_figure(fig, folder, file, ref.rel_path, caption)
 
 
-__all__ = ["preview", "run_chain", "load_banks", "Version"]
+__all__ = ["preview", "pick_files", "run_chain", "load_banks", "Version"]
