@@ -101,6 +101,11 @@ def plan_partitions(
 ) -> list[PartitionSpec]:
     """Group items (in the given, deterministic order) into partitions.
 
+    A partition closes before the item that would take it past ``partition_seconds``, or,
+    once it holds at least half of ``partition_seconds``, before the item that would spill
+    into one more shard: typical partitions then fill their shards instead of writing a
+    second, nearly empty one.
+
     ``fingerprint`` is a hash of everything that changes the computed bytes (feature,
     audio and augmentation settings, seed); it is part of every partition id.
     """
@@ -122,13 +127,18 @@ def plan_partitions(
 
     for item in items:
         cost = item.duration_seconds * (1 + item.copies)
+        need = item_length(
+            item, layout=layout, target_sr=target_sr, n_frames=n_frames, copy_length_factor=copy_length_factor, segment_seconds=segment_seconds
+        )
         if batch and seconds + cost > partition_seconds:
+            flush()
+        elif batch and seconds >= partition_seconds / 2 and layout.align(length + need) > layout.align(length):
+            # the item would open one more shard, mostly empty (a shard is sized to about a
+            # partition, so a full partition spills a little into a second one): close here
             flush()
         batch.append(item)
         seconds += cost
-        length += item_length(
-            item, layout=layout, target_sr=target_sr, n_frames=n_frames, copy_length_factor=copy_length_factor, segment_seconds=segment_seconds
-        )
+        length += need
     flush()
     return parts
 
