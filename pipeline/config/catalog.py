@@ -7,12 +7,15 @@ documented in docs/catalog.md.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import pathlib
-import re
-from typing import Any, Literal
+import types
+import typing
+from typing import Any, Literal, Union
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,6 +25,21 @@ from pipeline.errors import CatalogError, Problem
 from pipeline.features import FeaturesConfig
 
 SPLIT_NAMES = ("train", "val", "test")
+
+#: File name extensions libsndfile reads (``soundfile.available_formats()``: WAV/WAVEX, W64, RF64,
+#: FLAC, OGG (Vorbis, Opus), MP3, AIFF, AU, CAF, SD2, VOC, PAF, PVF, XI, HTK, SDS, AVR, NIST, IRCAM, SVX, WVE).
+AUDIO_EXTENSIONS = (
+    "wav", "wave", "bwf", "w64", "rf64", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc",
+    "au", "snd", "caf", "sd2", "voc", "paf", "pvf", "xi", "htk", "sds", "avr", "sph", "nist", "sf", "ircam",
+    "svx", "8svx", "iff", "wve",
+)
+DEFAULT_PATTERN = "**/*.{" + ",".join(AUDIO_EXTENSIONS) + "}"
+
+#: YAML limits checked on the event stream, before anything is built (an alias bomb expands
+#: exponentially: 600 bytes can stand for billions of nodes).
+MAX_YAML_ALIASES = 100
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 200_000
 
 
 class _Model(BaseModel):
@@ -42,9 +60,9 @@ class FieldRule(_Model):
             if not self.pattern:
                 raise ValueError("from: regex needs a `pattern` with a named group")
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
+                regex.compile(self.pattern)
+            except regex.error as exc:
+                raise ValueError(f"pattern `{self.pattern}` is not a valid regex: {exc}") from None
         elif self.pattern is not None:
             raise ValueError(f"`pattern` is only used with from: regex (got from: {self.from_})")
         return self
@@ -55,7 +73,7 @@ class Source(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
-    pattern: str = "**/*.{wav,flac,ogg,mp3}"
+    pattern: str = DEFAULT_PATTERN
     label: FieldRule = FieldRule(**{"from": "parent_dir"})
     group: FieldRule = FieldRule(**{"from": "none"})
     manifest: str | None = None
@@ -66,15 +84,18 @@ class Source(_Model):
     cache: Literal["none", "simplecache", "filecache"] = "none"
     """Keep local copies of remote audio (fsspec caching)."""
     cache_dir: str | None = None
+    symlinks: Literal["follow", "inside_root", "skip"] = "follow"
+    """Local symbolic links: ``follow`` them (files and folders), follow only those whose target
+    is ``inside_root`` of the source, or ``skip`` them. Skipped links are counted."""
 
     @model_validator(mode="after")
     def _manifest_rules(self) -> Source:
         for which, rule in (("label", self.label), ("group", self.group)):
             if rule.from_ == "manifest" and not self.manifest:
                 raise ValueError(f"{which}: from: manifest needs `manifest:` set on this source")
-        if self.label.from_ == "regex" and "label" not in re.compile(self.label.pattern or "").groupindex:
+        if self.label.from_ == "regex" and "label" not in regex.compile(self.label.pattern or "").groupindex:
             raise ValueError("label.pattern needs a named group (?P<label>...)")
-        if self.group.from_ == "regex" and "group" not in re.compile(self.group.pattern or "").groupindex:
+        if self.group.from_ == "regex" and "group" not in regex.compile(self.group.pattern or "").groupindex:
             raise ValueError("group.pattern needs a named group (?P<group>...)")
         return self
 
@@ -236,13 +257,65 @@ def _loc_to_key(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(catalog)"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, dicts, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return []
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        args = args[:1]
+    elif origin is not Union and origin is not types.UnionType and origin not in (list, tuple, dict, set, frozenset):
+        return []
+    out: list[type[BaseModel]] = []
+    for a in args:
+        out.extend(m for m in _models_in(a) if m not in out)
+    return out
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed beside the last element of ``loc`` (an unknown key), from the schema."""
+    models: list[type[BaseModel]] = [Catalog]
+    for part in loc[:-1]:
+        if not isinstance(part, str):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            for name, field in m.model_fields.items():
+                if part in (name, field.alias):
+                    nxt.extend(x for x in _models_in(field.annotation) if x not in nxt)
+        if nxt:
+            models = nxt
+        # else: a union tag or validator name in the path; stay on the same models
+    keys: list[str] = []
+    for m in models:
+        for name, field in m.model_fields.items():
+            key = field.alias or name
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _doc_page(loc: tuple[Any, ...]) -> str:
+    first = loc[0] if loc else ""
+    return {"features": "docs/features.md", "augment": "docs/augmentation.md"}.get(str(first), "docs/catalog.md")
+
+
 def _hint(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     msg = err.get("msg", "")
+    loc = tuple(err.get("loc", ()))
     if kind == "extra_forbidden":
-        return "unknown key: remove it or check its spelling in docs/catalog.md"
+        page = _doc_page(loc)
+        unknown = str(loc[-1]) if loc else ""
+        close = difflib.get_close_matches(unknown, _valid_keys(loc), n=1, cutoff=0.6)
+        if close:
+            return f"unknown key `{unknown}`: did you mean `{close[0]}`? (see {page})"
+        return f"unknown key `{unknown}`: remove it or check its spelling in {page}"
     if kind == "missing":
-        return "required key is missing: add it (see docs/catalog.md)"
+        return f"required key is missing: add it (see {_doc_page(loc)})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return msg
@@ -272,16 +345,23 @@ def parse_catalog(raw: dict[str, Any], *, path: str = "<catalog>", env: dict[str
 
 
 def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None) -> LoadedCatalog:
-    """Read and validate ``catalog.yaml`` (``yaml.safe_load`` only).
+    """Read and validate ``catalog.yaml`` (``yaml.safe_load`` only, after :func:`safe_load_limited`'s checks).
 
     Relative local paths in ``sources[].url``, ``sources[].manifest`` and ``output.store``
     are resolved against the catalog file's folder.
     """
     p = pathlib.Path(path)
+    if p.is_dir():
+        hint = f"; did you mean {p / 'catalog.yaml'}?" if (p / "catalog.yaml").is_file() else ""
+        raise CatalogError([Problem("(file)", f"{p} is a folder, not a catalog file; pass the path to catalog.yaml{hint}")], str(p))
     if not p.is_file():
         raise CatalogError([Problem("(file)", f"catalog file not found: {p}; pass the path to catalog.yaml")], str(p))
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError([Problem("(file)", f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")], str(p)) from None
+    try:
+        raw = safe_load_limited(text, str(p))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -289,6 +369,54 @@ def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None)
     if isinstance(raw, dict):
         raw = _resolve_relative(raw, p.parent)
     return parse_catalog(raw, path=str(p), env=env)
+
+
+def safe_load_limited(text: str, path: str = "<catalog>") -> Any:
+    """``yaml.safe_load`` that refuses alias bombs and deep nesting before building anything.
+
+    The event stream is read first (aliases are not expanded there): more than
+    :data:`MAX_YAML_ALIASES` aliases or nesting deeper than :data:`MAX_YAML_DEPTH` is refused.
+    Then the composed node graph (aliases shared, not copied) is sized as if expanded; more
+    than :data:`MAX_YAML_NODES` nodes is refused. Only then is the document constructed.
+    """
+    aliases = depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise CatalogError([Problem("(yaml)", (
+                    f"more than {MAX_YAML_ALIASES} YAML aliases (*name), the {aliases}th at line {line}: refused, as aliases can "
+                    "expand to an enormous document; write the values out or use fewer anchors"))], path)
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise CatalogError([Problem("(yaml)", f"YAML nested deeper than {MAX_YAML_DEPTH} levels at line {line}: refused; flatten the catalog")], path)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        # depth is bounded above, so recursion is too; shared (aliased) nodes are sized once
+        if id(n) in sizes:
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
+        return sizes[id(n)]
+
+    if size(node) > MAX_YAML_NODES:
+        raise CatalogError([Problem("(yaml)", (
+            f"the YAML expands to more than {MAX_YAML_NODES:,} values through its aliases: refused; "
+            "write the values out or use fewer anchors"))], path)
+    return yaml.safe_load(text)
 
 
 def _is_local(url: str) -> bool:

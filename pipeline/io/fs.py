@@ -120,7 +120,8 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+    # DOTALL: a newline is a legal character of a file or folder name; \Z: "$" would also match before a final newline
+    return re.compile("^" + "".join(out) + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
 def open_fs_for(url: str, storage_options: dict[str, Any] | None = None):
