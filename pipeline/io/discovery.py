@@ -146,7 +146,7 @@ def _follow_link(path: str, rel: str, mode: str, real_root: str, seen: set[str])
         if entry.is_symlink():
             found, n = _follow_link(child, child_rel, mode, real_root, seen)
         elif entry.is_dir(follow_symlinks=False):
-            found, n = _follow_link(child, child_rel, "follow", real_root, seen)  # a plain folder below a followed link
+            found, n = _follow_link(child, child_rel, mode, real_root, seen)  # a plain folder below a followed link
         elif entry.is_file(follow_symlinks=False):
             cst = entry.stat(follow_symlinks=False)
             found, n = [(child, child_rel, {"size": cst.st_size, "mtime": cst.st_mtime, "type": "file"})], 0
