@@ -36,7 +36,7 @@ _UNCOMPRESSED_FORMATS = {
     "WAV", "WAVEX", "AIFF", "AU", "RAW", "W64", "RF64", "CAF", "NIST", "IRCAM", "SVX", "VOC", "PAF", "MAT4", "MAT5", "HTK", "SD2", "WVE", "AVR", "SDS",
 }
 _SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
-_NOT_AUDIO = "not a recognised audio format (text, or a file of another kind under an audio extension); check the file or remove it"
+_NOT_AUDIO = "not a recognised audio format: text, or a file of another kind under an audio extension"
 
 
 class SampleRateTooHigh(AudioDecodeError):
@@ -52,14 +52,19 @@ class TooLong(AudioDecodeError):
 
 
 def describe_open_error(exc: BaseException) -> str:
-    """A clear message for a file libsndfile cannot open, without the ``Error opening <path>:``
-    prefix (a path or a buffer's repr). Text named ``.wav`` ("Format not recognised") and text
-    named ``.mp3`` ("possibly a pipe?", from the MPEG probe) get the same message."""
-    code = getattr(exc, "code", None)
-    if isinstance(exc, sf.LibsndfileError) and code in (1, 7):
+    """What libsndfile's refusal to open a file means, without its ``Error opening <path>:``
+    prefix (a local path or a buffer's repr). Text named ``.wav`` ("Format not recognised")
+    and text named ``.mp3`` ("possibly a pipe?", from the MPEG probe) read the same. The
+    header probe and :func:`decode` both word their reject as :func:`unreadable_message`."""
+    if isinstance(exc, sf.LibsndfileError) and exc.code in (1, 7):
         return _NOT_AUDIO
-    text = getattr(exc, "error_string", None) or str(exc)
-    return f"not a readable audio file ({text.strip()[:200]})"
+    text = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
+    return text.strip()[:200]
+
+
+def unreadable_message(exc: BaseException) -> str:
+    """``not a readable audio file (<why>); check the file or remove it``."""
+    return f"not a readable audio file ({describe_open_error(exc)}); check the file or remove it"
 
 
 def length_unknown(frames: int) -> bool:
@@ -70,7 +75,7 @@ def length_unknown(frames: int) -> bool:
 def planned_frames(frames: int, sample_rate: int, max_seconds: float) -> int:
     """Frames to plan for: the header's, or ``max_seconds`` worth when the length is unknown
     (decoding stops there)."""
-    return int(np.ceil(max_seconds * sample_rate)) if length_unknown(frames) else frames
+    return int(np.floor(max_seconds * sample_rate)) if length_unknown(frames) else frames
 
 
 def _is_uncompressed(fmt: str, subtype: str) -> bool:
@@ -213,7 +218,7 @@ def decode(
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioDecodeError(path, "header", describe_open_error(exc)) from None
+        raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
     with f:
         sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
         check_header(
@@ -235,7 +240,7 @@ def decode(
     n = sum(b.shape[0] for b in blocks)
     if n == 0:
         if failed is not None:
-            raise AudioDecodeError(path, "header", f"not decodable ({describe_open_error(failed)})")
+            raise AudioDecodeError(path, "header", f"no frame decodes ({describe_open_error(failed)}); check the file or remove it")
         raise AudioDecodeError(path, "decode", "no samples (header only or truncated before the first frame)")
     if unknown and n > cap:
         raise TooLong(path, "limits", f"more than audio.max_seconds={max_seconds:g} s (the header does not state its length); raise the limit or split it")
@@ -252,8 +257,11 @@ def decode(
     return Decoded(y=y, sample_rate=sr, channels=ch, frames=n, truncated=truncated)
 
 
-def decode_segments(data: bytes, path: str, *, segment_seconds: float, max_channels: int, max_sample_rate: int = MAX_SOURCE_SAMPLE_RATE):
-    """Decode a long file block by block: yields ``(start_frame, y (n, channels))``.
+def decode_segments(
+    data: bytes, path: str, *, segment_seconds: float, max_channels: int, max_sample_rate: int = MAX_SOURCE_SAMPLE_RATE, mono: bool = False
+):
+    """Decode a long file block by block: yields ``(start_frame, y (n, channels))`` (one
+    column with ``mono=True``, averaged block by block).
 
     Memory stays bounded by one segment whatever the header claims. The first item is the
     header as ``(sample_rate, channels, frames)``.
@@ -261,7 +269,7 @@ def decode_segments(data: bytes, path: str, *, segment_seconds: float, max_chann
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioDecodeError(path, "header", describe_open_error(exc)) from None
+        raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
     with f:
         sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
         check_header(
@@ -271,7 +279,7 @@ def decode_segments(data: bytes, path: str, *, segment_seconds: float, max_chann
         yield sr, ch, frames
         block = max(1, int(segment_seconds * sr))
         start = 0
-        for y, _err in _read_blocks(f, frames, mono=False, block=block):
+        for y, _err in _read_blocks(f, frames, mono=mono, block=block):
             if y.shape[0] == 0:
                 break
             if not np.isfinite(y).all():

@@ -225,7 +225,7 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
     """
     a = ctx.audio
     if a.long_files == "split" and it.frames > a.max_seconds * it.sample_rate:
-        gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels)
+        gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels, mono=True)
         sr_in, channels, frames = next(gen)
         segments = list(gen)
         if not segments:
