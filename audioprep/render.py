@@ -7,6 +7,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.report.summary import feature_order
+
+
+def dims_text(feature: str, dims: list[str]) -> str:
+    """``frame, bin`` for ``["frame", "log_mel_bin"]``: the feature's name, already in its
+    row, is dropped from its dimension names so the table fits 80 columns."""
+    return ", ".join(d[len(feature) + 1 :] if d.startswith(feature + "_") and len(d) > len(feature) + 1 else d for d in dims)
+
 
 def render_inspect(info: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{info['dataset']}[/] at {info['url']}: version {info['version']}, format {info['format_version']}, layout {info['layout']}")
@@ -21,13 +29,15 @@ def render_inspect(info: dict[str, Any], console: Console) -> None:
     for c in ("split", "examples", "hours", "min s", "mean s", "max s", "augmented copies"):
         d.add_column(c)
     for split, s in info["durations"].items():
-        d.add_row(split, str(s["n"]), f"{s['hours']:.4f}", f"{s['min_s']:.2f}", f"{s['mean_s']:.2f}", f"{s['max_s']:.2f}", str(info["augmented_copies"].get(split, 0)))
+        copies = str(info["augmented_copies"].get(split, 0))
+        d.add_row(split, str(s["n"]), f"{s['hours']:.4f}", f"{s['min_s']:.2f}", f"{s['mean_s']:.2f}", f"{s['max_s']:.2f}", copies)
     console.print(d)
-    f = Table(title=f"features (normalization: {info['normalization']})")
+    f = Table(title=f"features (normalization: {info['normalization']}), in the reader's order")
     for c in ("feature", "array shape", "frame shape", "dtype", "dims"):
-        f.add_column(c)
-    for name, a in info["features"].items():
-        f.add_row(name, str(tuple(a["shape"])), str(tuple(a["frame_shape"] or ())), a["dtype"], ", ".join(a["dims"]))
+        f.add_column(c, overflow="fold")
+    for name in feature_order(info):
+        a = info["features"][name]
+        f.add_row(name, str(tuple(a["shape"])), str(tuple(a["frame_shape"] or ())), a["dtype"], dims_text(name, a["dims"]))
     console.print(f)
     console.print(f"rejected files: {info['rejects']}; flagged (kept): {info['flagged']}")
     for r in info["reject_rows"][:10]:

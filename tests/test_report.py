@@ -235,3 +235,65 @@ def test_preview_chain_makes_the_very_copies_the_run_stored(full_store):
     stored = ds[row]
     np.testing.assert_allclose(versions[1].feats["log_mel"], stored["features"]["log_mel"], atol=1e-4)
     assert format_drawn(versions[1].drawn) == format_drawn(json.loads(str(ds.table["augment"][row])))
+
+
+def test_frequency_ticks_never_exceed_the_nyquist_frequency():
+    from pipeline.report.figures import draw_spectrogram, new_figure, spectrogram_view
+
+    for n_mels in (40, 80):
+        view = spectrogram_view({"log_mel": [n_mels]}, {"stft": {"n_fft": 400}, "log_mel": {"n_mels": n_mels, "fmin": 0, "fmax": None}}, 16000)
+        fig = new_figure(4.0, 4.0)
+        ax = fig.add_subplot()
+        draw_spectrogram(ax, np.zeros((100, n_mels), np.float32), view, sample_rate=16000, hop_length=160, vmin=-80, vmax=0)
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert max(ticks) == 8000 and "8192" not in labels, (n_mels, labels)
+        assert min(ticks) == 0 and len(ticks) >= 4
+    # a band-limited mel axis: ticks inside [fmin, fmax]
+    view = spectrogram_view({"log_mel": [40]}, {"stft": {"n_fft": 400}, "log_mel": {"n_mels": 40, "fmin": 300, "fmax": 3000}}, 16000)
+    fig = new_figure(4.0, 4.0)
+    ax = fig.add_subplot()
+    draw_spectrogram(ax, np.zeros((100, 40), np.float32), view, sample_rate=16000, hop_length=160, vmin=-80, vmax=0)
+    assert all(300 <= t <= 3000 for t in ax.get_yticks())
+
+
+def test_summary_axes_name_their_units():
+    from pipeline.report.figures import summary_axis_label
+
+    names = ["log_mel", "mfcc", "spectral_centroid", "spectral_contrast", "rms", "zero_crossing_rate", "spectral_flatness"]
+    assert summary_axis_label("spectral_centroid_mean", names) == "spectral_centroid_mean (Hz)"
+    assert summary_axis_label("spectral_rolloff_std", []) == "spectral_rolloff_std (Hz)"
+    assert summary_axis_label("spectral_bandwidth_max", []) == "spectral_bandwidth_max (Hz)"
+    assert summary_axis_label("log_mel_07_mean", names) == "log_mel_07_mean (dB)"
+    assert summary_axis_label("spectral_contrast_03_std", names) == "spectral_contrast_03_std (dB)"
+    assert summary_axis_label("rms_mean", names) == "rms_mean (amplitude, linear, full scale 1)"
+    assert summary_axis_label("zero_crossing_rate_mean", names) == "zero_crossing_rate_mean (crossings per sample)"
+    assert summary_axis_label("spectral_flatness_mean", names) == "spectral_flatness_mean (ratio, 0-1)"
+    assert summary_axis_label("mfcc_d1_03_mean", names) == "mfcc_d1_03_mean (cepstral coefficient of dB)"
+    assert summary_axis_label("my_feature_mean", ["my_feature"]) == "my_feature_mean"
+
+
+def test_inspect_table_fits_80_columns_in_the_readers_order(full_store):
+    import io
+
+    from rich.console import Console
+
+    from audioprep.render import render_inspect
+    from pipeline.report.inspect import describe
+    from pipeline.store.reader import open_dataset
+
+    info = describe(full_store)
+    order = list(open_dataset(full_store).feature_names)
+    assert order == ["log_mel", "mfcc"]
+    # long names as a store with every feature has them, listed by the storage in another order
+    long = {n: {**info["features"]["mfcc"], "dims": ["frame", f"{n}_bin"]} for n in ("spectral_bandwidth", "zero_crossing_rate")}
+    info["features"] = {**long, **dict(reversed(list(info["features"].items())))}
+    info["feature_params"] = {"stft": {}, **{n: {} for n in order}, "spectral_bandwidth": {}, "zero_crossing_rate": {}, "summaries": []}
+    out = io.StringIO()
+    render_inspect(info, Console(file=out, width=80, color_system=None))
+    text = out.getvalue()
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ ") and "float32" in line]
+    assert rows == [*order, "spectral_bandwidth", "zero_crossing_rate"], rows
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert all("frame, bin" in line for line in text.splitlines() if "float32" in line)

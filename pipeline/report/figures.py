@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator
 
 from pipeline.errors import ConfigError, StoreError
 
@@ -39,6 +39,21 @@ MAX_LABELS = 8
 MAX_PAIRS = 4
 """Augmented copies shown beside their source."""
 MAX_SUMMARY_COLUMNS = 4
+FEATURE_UNITS = {
+    "log_mel": "dB",
+    "mel": "power, linear",
+    "spectrogram": "|STFT|^power, linear",
+    "mfcc": "cepstral coefficient of dB",
+    "chroma": "energy / frame max",
+    "rms": "amplitude, linear, full scale 1",
+    "zero_crossing_rate": "crossings per sample",
+    "spectral_centroid": "Hz",
+    "spectral_bandwidth": "Hz",
+    "spectral_rolloff": "Hz",
+    "spectral_flatness": "ratio, 0-1",
+    "spectral_contrast": "dB",
+}
+"""The unit of each built-in feature's values (and so of its summary columns)."""
 MAX_REJECT_ROWS = 200
 FIXED_FILES = ("class_balance.png", "durations.png", "spectrograms.png", "summaries.png")
 
@@ -144,7 +159,25 @@ def draw_spectrogram(ax, x: np.ndarray, view: SpecView, *, sample_rate: int, hop
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz)" if view.y_axis else f"{view.name} bin")
+    if view.y_axis:
+        frequency_ticks(ax, view.fmin, min(view.fmax, sample_rate / 2))
     return img
+
+
+def frequency_ticks(ax, fmin: float, fmax: float) -> list[float]:
+    """Keep the frequency axis's ticks inside [fmin, fmax] and label fmax itself.
+
+    The image's outer bin edges reach past the band (the top mel band's upper edge lies
+    above the Nyquist frequency), and the axis locator ticks what the axis spans: 8192 Hz
+    on a 16 kHz clip. Ticks above ``fmax`` (or below ``fmin``) are dropped; ``fmax`` is
+    added when the highest tick left is more than a third below it. Returns the ticks.
+    """
+    lo, hi = sorted(ax.get_ylim())
+    ticks = [float(t) for t in ax.get_yticks() if max(lo, fmin) - 1e-6 <= t <= min(hi, fmax) + 1e-6]
+    if fmax <= hi + 1e-6 and (not ticks or ticks[-1] < fmax / 1.5):
+        ticks.append(float(fmax))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    return ticks
 
 
 def colourbar_label(view: SpecView) -> str:
@@ -264,7 +297,10 @@ def _overview(info: dict[str, Any]) -> Section:
         d = durations.get(split, {})
         rows.append((split, str(sum(counts[split].values())), str(copies.get(split, 0)), f"{d.get('hours', 0.0):.3f}",
                      f"{d.get('min_s', 0.0):.2f} / {d.get('mean_s', 0.0):.2f} / {d.get('max_s', 0.0):.2f}"))
-    feats = tuple((n, " x ".join(map(str, f.get("frame_shape") or [])) or "1", f["dtype"]) for n, f in info["features"].items())
+    from pipeline.report.summary import feature_order
+
+    feats = tuple((n, " x ".join(map(str, info["features"][n].get("frame_shape") or [])) or "1", info["features"][n]["dtype"])
+                  for n in feature_order(info))
     return Section(
         "overview", "Overview",
         f"{sum(int(r[1]) for r in rows)} examples in {len(rows)} split(s), {info['rejects']} rejected file(s).",
@@ -447,7 +483,7 @@ def _summaries(load, feature_names: Sequence[str], out: pathlib.Path) -> Section
         edges = np.histogram_bin_edges(v[np.isfinite(v)], bins=20)
         for lab in labels:
             ax.hist(v[y == lab], bins=edges, histtype="step", linewidth=1.6, color=cmap[lab], label=lab)
-        ax.set_xlabel(name)
+        ax.set_xlabel(summary_axis_label(name, feature_names))
         ax.set_ylabel("examples")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[len(chosen):]:
@@ -458,6 +494,18 @@ def _summaries(load, feature_names: Sequence[str], out: pathlib.Path) -> Section
                 "between labels (largest between/within variance ratio), taken in turn from each feature; originals only.")
     sec.figures.append(save_figure(fig, out, "summaries.png", "Summary-feature distributions", ", ".join(chosen)))
     return sec
+
+
+def summary_axis_label(column: str, feature_names: Sequence[str]) -> str:
+    """``spectral_centroid_mean (Hz)``: the column and the unit of the feature it summarises.
+
+    The feature is the longest name of ``feature_names`` (else of the built-ins) that the
+    column starts with; a column of an unknown feature is returned unchanged. std, min
+    and max have the unit of the values.
+    """
+    owner = max((f for f in (*feature_names, *FEATURE_UNITS) if column.startswith(f + "_")), key=len, default="")
+    unit = FEATURE_UNITS.get(owner)
+    return f"{column} ({unit})" if unit else column
 
 
 def _pick_columns(cols: dict[str, list], names: Sequence[str], orig: np.ndarray, y: np.ndarray, feature_names: Sequence[str]) -> list[str]:

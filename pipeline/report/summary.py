@@ -5,6 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def feature_order(info: dict[str, Any]) -> list[str]:
+    """The features of ``describe()``'s ``info`` in the reader's order (``AudioDataset.feature_names``).
+
+    That is the store's ``feature_names`` (``info["feature_names"]`` where given), else
+    the order of the features in its ``feature_params``, which the writer records in the
+    same order; any other feature follows, sorted. (``info["features"]`` itself lists the
+    arrays in the order the storage lists them.)
+    """
+    have = info.get("features") or {}
+    named = info.get("feature_names") or [k for k in info.get("feature_params") or {} if k in have]
+    order = [k for k in named if k in have]
+    return order + sorted(k for k in have if k not in order)
+
+
 def throughput_x_realtime(summary: dict[str, Any]) -> float:
     wall = summary.get("wall_seconds") or 0.0
     return (summary.get("processed_audio_seconds") or 0.0) / wall if wall else 0.0
