@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from pipeline.config.catalog import parse_catalog
@@ -52,7 +54,7 @@ def test_manifest_labels_and_split(tiny_corpus, tmp_path):
     cat = base_catalog(tiny_corpus, tmp_path / "s.zarr")
     refs = list_source(parse_catalog(cat).catalog.sources[0])
     m = tmp_path / "m.jsonl"
-    m.write_text('{"path": "%s", "label": "special", "split": "test"}\n' % refs[0].rel_path)
+    m.write_text(json.dumps({"path": refs[0].rel_path, "label": "special", "split": "test"}) + "\n")
     cat["sources"][0]["manifest"] = str(m)
     cat["sources"][0]["label"] = {"from": "manifest"}
     refs2 = list_source(parse_catalog(cat).catalog.sources[0])
