@@ -42,7 +42,7 @@ MAX_SUMMARY_COLUMNS = 4
 FEATURE_UNITS = {
     "log_mel": "dB",
     "mel": "power, linear",
-    "spectrogram": "|STFT|^power, linear",
+    "spectrogram": "abs(STFT)^power, linear",
     "mfcc": "cepstral coefficient of dB",
     "chroma": "energy / frame max",
     "rms": "amplitude, linear, full scale 1",
