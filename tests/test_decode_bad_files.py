@@ -136,3 +136,22 @@ def test_text_under_any_audio_extension_gets_the_wav_message(tmp_path, ext):
             sf.SoundFile(str(tmp_path / name))
         messages.append(audio.describe_open_error(ei.value))
     assert messages[0] == messages[1] and "pipe" not in messages[1] and str(tmp_path) not in messages[1]
+
+
+def test_header_limits_problem_gives_the_planner_a_reject_row():
+    from types import SimpleNamespace
+
+    def head(data):
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            return SimpleNamespace(sample_rate=f.samplerate, channels=f.channels, frames=f.frames, format=f.format, subtype=f.subtype)
+
+    rate = zeros_flac(655_350, 8, 1)
+    stage, cls, msg = audio.header_limits_problem(head(rate), len(rate), max_channels=8)
+    assert (stage, cls) == ("limits", "SampleRateTooHigh") and msg.startswith("sample rate 655350 Hz > audio.max_source_sample_rate=384000")
+    bomb = zeros_flac(16_000, 8, 300)
+    stage, cls, msg = audio.header_limits_problem(head(bomb), len(bomb), max_channels=8)
+    assert (stage, cls) == ("limits", "ImplausibleHeader") and msg.startswith("header declares 76.8 MB of samples")
+    ok = encode(noise(16_000), 16_000, "FLAC")
+    assert audio.header_limits_problem(head(ok), len(ok), max_channels=8) is None
+    stream = unknown_length(ok)
+    assert audio.header_limits_problem(head(stream), len(stream), max_channels=8) is None  # measured when decoded

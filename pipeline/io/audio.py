@@ -124,6 +124,20 @@ def check_header(
             )
 
 
+def header_limits_problem(header, size_bytes: int, *, max_channels: int, max_sample_rate: int = MAX_SOURCE_SAMPLE_RATE) -> tuple[str, str, str] | None:
+    """:func:`check_header` for a probed header (anything with ``sample_rate``, ``channels``,
+    ``frames``, ``format``, ``subtype``), length left to the caller: ``(stage, error_class,
+    message)`` of the reject, message without the path, or ``None``."""
+    try:
+        check_header(
+            "", sample_rate=header.sample_rate, channels=header.channels, frames=header.frames, format=header.format,
+            subtype=header.subtype, size_bytes=size_bytes, max_seconds=None, max_channels=max_channels, max_sample_rate=max_sample_rate,
+        )
+    except AudioDecodeError as exc:
+        return exc.stage, type(exc).__name__, str(exc)[len(f": {exc.stage}: ") :]
+    return None
+
+
 def wav_declared_frames(data: bytes) -> int | None:
     """Frames the ``data`` chunk of a RIFF/WAVE file declares (libsndfile clamps its own count
     to the bytes present, which hides truncation); ``None`` when not a WAV or not stated."""
