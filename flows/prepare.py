@@ -227,7 +227,8 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
 
         submit_taking_results(lambda p: partition_task.submit(Packed(p), ctx, index=p.index), plan.partitions, on_result)
         summary = commit_task(quote(plan), time.perf_counter() - t0)
-        return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"]}
+        return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"],
+                "skipped_symlinks": getattr(refs, "skipped_symlinks", 0)}
     finally:
         release_lock(location, run_id)
 

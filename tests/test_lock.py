@@ -26,7 +26,7 @@ def _race(url: str, run_id: str, barrier, results) -> None:
 
 def test_two_runs_acquiring_at_once_never_both_win(tmp_path):
     ctx = mp.get_context("spawn")
-    for trial in range(20):
+    for trial in range(10):
         store = tmp_path / f"s{trial}.zarr"
         store.mkdir()
         barrier, results = ctx.Barrier(2), ctx.Queue()

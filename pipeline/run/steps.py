@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config.catalog import LoadedCatalog
 from pipeline.errors import SourceError
-from pipeline.io.discovery import FileRef, Header, list_source, probe_headers
+from pipeline.io.discovery import FileRef, Header, SourceListing, list_source, probe_headers
 from pipeline.io.fs import is_remote
 from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import process_partition
@@ -32,17 +32,18 @@ def discover(loaded: LoadedCatalog) -> tuple[list[FileRef], list[FileRef]]:
 
     Raises SourceError naming the source key when a root is missing or matches nothing.
     """
-    examples: list[FileRef] = []
+    examples = SourceListing()  # its skipped_symlinks: the links of every source not followed
     banks: list[FileRef] = []
     problems = []
     for i, src in enumerate(loaded.catalog.sources):
         try:
-            refs = list_source(src)
+            refs = list_source(src, index=i)
         except SourceError as exc:
             problems.append(f"sources.{i} ({src.name}): {exc}")
             continue
+        examples.skipped_symlinks += refs.skipped_symlinks
         if not refs:
-            problems.append(f"sources.{i}.pattern: {src.pattern!r} matches no file under {src.url}; check the pattern and the folder")
+            problems.append(f"sources.{i}.pattern: `{src.pattern}` matches no file under {src.url}; check the pattern and the folder")
             continue
         (examples if src.role == "examples" else banks).extend(refs)
     if problems:
