@@ -63,8 +63,8 @@ def read_rows(
 ) -> np.ndarray:
     """``arr[lo:hi]``, or a :class:`StoreError` naming store, array, shard and examples.
 
-    ``ids_in(a, b)`` names the examples whose rows meet ``[a, b)``: every row read is a
-    row the caller knows holds data, so a missing shard object is an error. ``checked``
+    ``ids_in(a, b)`` names the examples whose rows meet ``[a, b)``: those rows hold data,
+    so a missing shard object under them is an error. ``checked``
     remembers the shards whose object was seen (one existence check per shard).
     """
     n = shard_len(arr)
@@ -79,12 +79,14 @@ def read_rows(
             except Exception as inner:  # noqa: BLE001
                 bad.append((s, a, b, inner))
         s, a, b, inner = bad[0] if bad else (lo // n, lo, hi, exc)
-        raise StoreError(_damage(loc, arr, s, a, b, ids_in(a, b), f"{type(inner).__name__}: {inner}")) from exc
+        raise StoreError(_damage(loc, arr, s, a, b, ids_in(a, b), f"{type(inner).__name__}: {str(inner).rstrip('.')}")) from exc
     for s in shards_of(arr, lo, hi):
         if checked is not None and s in checked:
             continue
+        a, b = max(lo, s * n), min(hi, (s + 1) * n)
+        if not ids_in(a, b):
+            continue  # rows read past the examples (a gap): no data is expected there
         if not loc.exists(shard_object(arr, s)):
-            a, b = max(lo, s * n), min(hi, (s + 1) * n)
             raise StoreError(_damage(loc, arr, s, a, b, ids_in(a, b), "the shard object is missing (its rows would read as fill values)"))
         if checked is not None:
             checked.add(s)
