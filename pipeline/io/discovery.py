@@ -23,6 +23,7 @@ import soundfile as sf
 
 from pipeline.config.catalog import AUDIO_EXTENSIONS, SPLIT_NAMES, Source
 from pipeline.errors import SourceError
+from pipeline.io.audio import describe_open_error
 from pipeline.io.fs import content_key, filesystem, forget_listings, glob_to_regex, is_remote, join, local_path
 
 PROBE_BLOCK_BYTES = 1 << 16
@@ -365,5 +366,5 @@ def probe_headers(refs: Iterable[FileRef], storage_options: dict[str, dict[str, 
             with source as f, sf.SoundFile(f) as info:
                 out.append(Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype))
         except Exception as exc:  # noqa: BLE001 - recorded as a reject, the run goes on
-            out.append(Header(ref.example_id, 0, 0, 0, "", "", error=str(exc)[:300] or type(exc).__name__, error_class=type(exc).__name__))
+            out.append(Header(ref.example_id, 0, 0, 0, "", "", error=describe_open_error(exc)[:300], error_class=type(exc).__name__))
     return out

@@ -20,7 +20,7 @@ from pipeline.config.catalog import LoadedCatalog
 from pipeline.config.interpolate import scrub, secret_values
 from pipeline.errors import StoreError
 from pipeline.features import build_feature_set
-from pipeline.io.audio import resampled_length
+from pipeline.io.audio import header_limits_problem, length_unknown, planned_frames, resampled_length
 from pipeline.io.discovery import FileRef, Header
 from pipeline.plan.partition import PartitionSpec, WorkItem, plan_partitions
 from pipeline.plan.splits import SplitUnit, assign_splits
@@ -210,7 +210,8 @@ def build_plan(
         h = headers[r.example_id]
         split = splits[r.example_id]
         copies = chain.copies if split in chain.splits else 0
-        items.append(WorkItem(r.example_id, r.source, r.rel_path, r.url, r.content_key, r.label, r.group, split, copies, h.frames, h.sample_rate, h.channels))
+        frames = planned_frames(h.frames, h.sample_rate, c.audio.max_seconds)  # a stream of unknown length: decoded up to max_seconds
+        items.append(WorkItem(r.example_id, r.source, r.rel_path, r.url, r.content_key, r.label, r.group, split, copies, frames, h.sample_rate, h.channels))
 
     start = prev.allocated if prev else 0
     parts = plan_partitions(
@@ -281,7 +282,10 @@ def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:
         return rej("limits", "TooManyChannels", f"{h.channels} channels > audio.max_channels={c.audio.max_channels}")
     if h.sample_rate <= 0:
         return rej("probe", "HeaderError", f"invalid sample rate {h.sample_rate}")
-    if h.duration_seconds > c.audio.max_seconds and c.audio.long_files == "reject":
+    limits = header_limits_problem(h, ref.size_bytes, max_channels=c.audio.max_channels)
+    if limits is not None:
+        return rej(*limits)
+    if h.duration_seconds > c.audio.max_seconds and c.audio.long_files == "reject" and not length_unknown(h.frames):
         return rej("limits", "TooLong", f"{h.duration_seconds:.1f} s > audio.max_seconds={c.audio.max_seconds:g}; raise it, or set audio.long_files: split")
     if h.frames == 0:
         return rej("probe", "NoSamples", "header declares no samples (header only or truncated)")
