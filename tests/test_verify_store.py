@@ -240,3 +240,11 @@ def test_unlock_removes_a_dead_local_lock(store):
     assert unlock_store(StoreLocation(str(store))) == lock
     assert not (store / "_lock.json").exists()
     assert unlock_store(StoreLocation(str(store))) is None
+
+
+def test_a_damaged_table_column_is_a_store_error_naming_it(store):
+    (store / "tables/v00001/examples/offset/c/0").write_bytes(b"garbage")
+    with pytest.raises(StoreError, match=r"table tables/v00001/examples, column offset: "):
+        open_dataset(str(store))
+    with pytest.raises(StoreError, match=r"table tables/v00001/examples, column offset: "):
+        describe(str(store))

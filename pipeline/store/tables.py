@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.errors import StoreError
+
 TABLE_CHUNK = 65536
 
 # the example table's columns and dtypes; docs/store-format.md lists their meaning
@@ -97,7 +99,13 @@ def read_table(group: zarr.Group, path: str, columns: list[str] | None = None) -
         if not arr.shape[0]:
             out[name] = np.empty(arr.shape, dtype=object if is_str else arr.dtype)
             continue
-        values = arr[:]
+        try:
+            values = arr[:]
+        except Exception as exc:  # noqa: BLE001 - a damaged column names itself
+            raise StoreError(
+                f"store {group.store}: table {path}, column {name}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
+                "Run `audioprep verify STORE` to list all damage."
+            ) from exc
         # zarr returns numpy StringDType; object arrays of str work everywhere (isin, ==, pickling)
         out[name] = np.array(values.tolist(), dtype=object) if is_str else values
     return out
