@@ -171,3 +171,18 @@ def test_a_lock_error_on_an_s3_store_prints_an_unlock_command_that_works(built, 
     r = cli("unlock", *command, "--force", env_extra=env)
     assert r.returncode == 0 and "20260101T000000Z-dead" in r.stdout, r.stdout + r.stderr
     assert f"{prefix}/_lock.json" not in all_objects(s3_endpoint, BUCKET, prefix)
+
+
+@pytest.mark.slow
+def test_run_overwrite_rebuilds_a_store_and_removes_its_report(tiny_corpus, tmp_path, store):
+    report = tmp_path / "s.zarr.report" / "v00007"
+    report.mkdir(parents=True)
+    (report / "index.html").write_text("old")
+    (store / "features/log_mel/c/1/0").write_bytes(b"damaged")
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, store))
+    r = cli("run", str(cat), "--overwrite", "--workers", "1", "--no-report", env_extra={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"deleted store {store}" in r.stdout and not report.exists()
+    r = cli("verify", str(store))
+    assert r.returncode == 0 and "no damage" in r.stdout, r.stdout + r.stderr
+    assert not (store / "_lock.json").exists()
