@@ -39,41 +39,24 @@ def _fail(exc: BaseException, code: int = 2) -> None:
 @app.command()
 def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) -> None:
     """Check a catalog and its sources; report every problem at once (exit 2 on errors)."""
-    from rich.markup import escape
-
     from pipeline.config.catalog import load_catalog
-    from pipeline.config.checks import inspect_sources
+    from pipeline.config.checks import check_sources
     from pipeline.errors import CatalogError
-
-    def text(s: object) -> str:
-        # regexes hold [...] (not rich markup); file names may hold undecodable bytes (surrogate escapes)
-        return escape(str(s).encode("utf-8", "backslashreplace").decode("utf-8"))
-
-    def show(problems, title: str, style: str) -> None:
-        err.print(f"[{style}]{text(catalog)}: {len(problems)} {title}[/]")
-        for p in problems:
-            err.print(f"  [yellow]{text(p.key)}[/]: {text(p.message)}")
 
     try:
         loaded = load_catalog(catalog)
     except CatalogError as exc:
-        show(exc.problems, "problem(s)", "bold red")
-        raise typer.Exit(2) from None
-    report = inspect_sources(loaded)
-    for f in report.sources:
-        left = sum(f.unmatched_audio.values())
-        exts = ", ".join(f".{e}: {n}" for e, n in sorted(f.unmatched_audio.items()))
-        extra = f", {left} audio-looking file(s) not matched by `pattern` ({exts})" if left else ""
-        links = f", {f.skipped_symlinks} symbolic link(s) skipped" if f.skipped_symlinks else ""
-        console.print(f"sources.{f.index} ({text(f.name)}): {f.matched} file(s) matched{text(extra)}{links}")
-        if left:
-            console.print(f"  hint: widen sources.{f.index}.pattern to include them")
-    if report.warnings:
-        show(report.warnings, "warning(s)", "bold yellow")
-    if report.errors:
-        show(report.errors, "problem(s)", "bold red")
+        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
+        for p in exc.problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
         raise typer.Exit(2)
-    console.print(f"[green]{text(catalog)}: valid[/] ({len(loaded.catalog.sources)} source(s), store {text(loaded.catalog.output.store)})")
+    problems = check_sources(loaded)
+    if problems:
+        err.print(f"[bold red]{catalog}: {len(problems)} problem(s)[/]")
+        for p in problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2)
+    console.print(f"[green]{catalog}: valid[/] ({len(loaded.catalog.sources)} source(s), store {loaded.catalog.output.store})")
 
 
 @app.command()
@@ -89,7 +72,7 @@ def run(
     """Prepare the dataset: discover, featurize on Dask under a Prefect flow, commit a store version."""
     from pipeline.config.catalog import load_catalog
     from pipeline.config.checks import check_sources
-    from pipeline.errors import AudioprepError, CatalogError
+    from pipeline.errors import AudioprepError, CatalogError, StoreLockedError
     from pipeline.run.commit import reject_fraction
     from pipeline.run.preflight import preflight
 
@@ -124,6 +107,11 @@ def run(
             raise typer.Exit(130) from None
         if not isinstance(exc, AudioprepError):
             raise
+        if isinstance(exc, StoreLockedError) and loaded.catalog.output.storage_options and not STATE["debug"]:
+            # the store needs the catalog's storage options: the unlock command must name it
+            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"to break a dead run's lock: audioprep unlock {store or loaded.catalog.output.store} --catalog {catalog}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
         _fail(exc)
         return
     summary["wall_seconds"] = time.perf_counter() - t0
@@ -193,11 +181,43 @@ def _interrupted(exc: BaseException | None) -> bool:
 
 
 def _delete_store(url: str, options: dict[str, Any]) -> None:
-    from pipeline.io.fs import filesystem
+    """``run --overwrite``: delete an audioprep store under its lock, refusing anything else."""
+    from pipeline.errors import AudioprepError
+    from pipeline.store.location import StoreLocation
+    from pipeline.store.verify import delete_store
 
-    fs, root = filesystem(url, options)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+    try:
+        deleted = delete_store(StoreLocation(url, dict(options or {})))
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    if deleted:
+        console.print(f"deleted store {url} ({', '.join(deleted)})")
+
+
+def _catalog_opt():
+    return typer.Option(None, "--catalog", help="Reach the store as this catalog does: its output.store and output.storage_options (${VAR} resolved).")
+
+
+def _options_opt():
+    return typer.Option(None, "--storage-options", help='fsspec options of the store as a JSON object, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'.')
+
+
+def _location(store: str | None, catalog: str | None, storage_options: str | None):
+    """The store a command reads: STORE and/or --catalog, with --storage-options."""
+    from pipeline.errors import AudioprepError, CatalogError
+    from pipeline.store.verify import resolve_location
+
+    try:
+        return resolve_location(store, catalog=catalog, storage_options=storage_options)
+    except CatalogError as exc:
+        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
+        for p in exc.problems:
+            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        raise typer.Exit(2) from None
+    except AudioprepError as exc:
+        _fail(exc)
+        raise
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -239,15 +259,18 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def inspect(
-    store: str = typer.Argument(..., help="Store path or URL"),
-    version: Optional[int] = typer.Option(None, help="A committed version (default: newest)."),
+    store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
+    version: int | None = typer.Option(None, help="A committed version (default: newest)."),
+    catalog: str | None = _catalog_opt(),
+    storage_options: str | None = _options_opt(),
 ) -> None:
     """Summarise a store: counts per split/label, durations, features, provenance."""
     from pipeline.errors import AudioprepError
     from pipeline.report.inspect import describe
 
+    loc = _location(store, catalog, storage_options)
     try:
-        info = describe(store, version=version)
+        info = describe(loc.url, version=version, storage_options=loc.storage_options)
     except AudioprepError as exc:
         _fail(exc)
         return
@@ -258,18 +281,21 @@ def inspect(
 
 @app.command()
 def export(
-    store: str = typer.Argument(...),
+    store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
     table: str = typer.Option("summaries", help="summaries | examples | rejects"),
     format: str = typer.Option("parquet", help="parquet | csv"),
     out: Optional[str] = typer.Option(None, help="Output file (default: <table>.<format>)."),
     version: Optional[int] = typer.Option(None),
+    catalog: str | None = _catalog_opt(),
+    storage_options: str | None = _options_opt(),
 ) -> None:
     """Export a table of the store as Parquet or CSV."""
     from pipeline.errors import AudioprepError
     from pipeline.report.export import export_table
 
+    loc = _location(store, catalog, storage_options)
     try:
-        path = export_table(store, table=table, fmt=format, out=out, version=version)
+        path = export_table(loc.url, table=table, fmt=format, out=out, version=version, storage_options=loc.storage_options)
     except AudioprepError as exc:
         _fail(exc)
         return
@@ -277,12 +303,55 @@ def export(
 
 
 @app.command()
-def unlock(store: str = typer.Argument(...)) -> None:
-    """Break a stale run lock (only when the run that holds it is dead)."""
-    from pipeline.store.location import StoreLocation, break_lock
+def unlock(
+    store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
+    force: bool = typer.Option(False, "--force", help="Also break a lock whose run may be alive (its process lives here, or it is on another host)."),
+    catalog: str | None = _catalog_opt(),
+    storage_options: str | None = _options_opt(),
+) -> None:
+    """Break a stale run lock (refused while the run that holds it may be alive, unless --force)."""
+    from pipeline.errors import AudioprepError
+    from pipeline.store.verify import unlock_store
 
-    was = break_lock(StoreLocation(store))
-    console.print(f"lock removed (was: {was})" if was else "no lock was held")
+    loc = _location(store, catalog, storage_options)
+    try:
+        was = unlock_store(loc, force=force)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    console.print(f"lock removed (was: {json.dumps(was, sort_keys=True)})" if was else "no lock was held")
+
+
+@app.command()
+def verify(
+    store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
+    version: int | None = typer.Option(None, help="A committed version (default: newest)."),
+    catalog: str | None = _catalog_opt(),
+    storage_options: str | None = _options_opt(),
+    json_out: str | None = typer.Option(None, "--json", help="Also write the findings as JSON to this file."),
+) -> None:
+    """Read every committed shard and table; list what is damaged (exit 1), else exit 0."""
+    from pipeline.errors import AudioprepError
+    from pipeline.store.verify import verify_store
+
+    loc = _location(store, catalog, storage_options)
+    try:
+        result = verify_store(loc, version=version)
+    except AudioprepError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"store": result.url, "version": result.version, "ok": result.ok, "shards_read": result.shards_read,
+                       "damage": [d.to_dict() for d in result.damage]}, f, indent=2)
+    if result.ok:
+        console.print(f"[green]{result.url}: no damage[/] (version {result.version}: {result.shards_read} shard(s), {result.tables_read} table column(s) read)")
+        return
+    err.print(f"[bold red]{result.url}: {len(result.damage)} damaged object(s)[/] (version {result.version}; {result.shards_read} shard(s) read)")
+    for d in result.damage:
+        ids = ", ".join(d.example_ids[:20]) + (f", ... ({len(d.example_ids)} in all)" if len(d.example_ids) > 20 else "")
+        err.print(f"  {d.array}  shard {d.shard or '-'}  examples [{ids}]: {d.error}", markup=False, highlight=False)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -308,16 +377,19 @@ def serve(
 
 @app.command()
 def report(
-    store: str = typer.Argument(..., help="Store path or URL"),
+    store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
     out: str = typer.Option("report", help="Output folder for PNG figures and index.html."),
     version: Optional[int] = typer.Option(None),
+    catalog: str | None = _catalog_opt(),
+    storage_options: str | None = _options_opt(),
 ) -> None:
     """Write PNG figures and one self-contained HTML page about a store."""
     from pipeline.errors import AudioprepError
     from pipeline.report.figures import write_report
 
+    loc = _location(store, catalog, storage_options)
     try:
-        page = write_report(store, out, version=version)
+        page = write_report(loc.url, out, version=version, storage_options=loc.storage_options)
     except AudioprepError as exc:
         _fail(exc)
         return

@@ -168,7 +168,7 @@ def test_a_lock_error_on_an_s3_store_prints_an_unlock_command_that_works(built, 
     assert r.returncode == 2 and "is locked by run 20260101T000000Z-dead" in r.stderr, r.stderr
     printed = next(line for line in r.stderr.splitlines() if "audioprep unlock" in line and "--catalog" in line)
     command = printed.split("audioprep unlock", 1)[1].split()
-    r = cli("unlock", *command, "--force", env_extra=env)
+    r = cli("unlock", *command, env_extra=env)
     assert r.returncode == 0 and "20260101T000000Z-dead" in r.stdout, r.stdout + r.stderr
     assert f"{prefix}/_lock.json" not in all_objects(s3_endpoint, BUCKET, prefix)
 
