@@ -39,24 +39,41 @@ def _fail(exc: BaseException, code: int = 2) -> None:
 @app.command()
 def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) -> None:
     """Check a catalog and its sources; report every problem at once (exit 2 on errors)."""
+    from rich.markup import escape
+
     from pipeline.config.catalog import load_catalog
-    from pipeline.config.checks import check_sources
+    from pipeline.config.checks import inspect_sources
     from pipeline.errors import CatalogError
+
+    def text(s: object) -> str:
+        # regexes hold [...] (not rich markup); file names may hold undecodable bytes (surrogate escapes)
+        return escape(str(s).encode("utf-8", "backslashreplace").decode("utf-8"))
+
+    def show(problems, title: str, style: str) -> None:
+        err.print(f"[{style}]{text(catalog)}: {len(problems)} {title}[/]")
+        for p in problems:
+            err.print(f"  [yellow]{text(p.key)}[/]: {text(p.message)}")
 
     try:
         loaded = load_catalog(catalog)
     except CatalogError as exc:
-        err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
-        for p in exc.problems:
-            err.print(f"  [yellow]{p.key}[/]: {p.message}")
+        show(exc.problems, "problem(s)", "bold red")
+        raise typer.Exit(2) from None
+    report = inspect_sources(loaded)
+    for f in report.sources:
+        left = sum(f.unmatched_audio.values())
+        exts = ", ".join(f".{e}: {n}" for e, n in sorted(f.unmatched_audio.items()))
+        extra = f", {left} audio-looking file(s) not matched by `pattern` ({exts})" if left else ""
+        links = f", {f.skipped_symlinks} symbolic link(s) skipped" if f.skipped_symlinks else ""
+        console.print(f"sources.{f.index} ({text(f.name)}): {f.matched} file(s) matched{text(extra)}{links}")
+        if left:
+            console.print(f"  hint: widen sources.{f.index}.pattern to include them")
+    if report.warnings:
+        show(report.warnings, "warning(s)", "bold yellow")
+    if report.errors:
+        show(report.errors, "problem(s)", "bold red")
         raise typer.Exit(2)
-    problems = check_sources(loaded)
-    if problems:
-        err.print(f"[bold red]{catalog}: {len(problems)} problem(s)[/]")
-        for p in problems:
-            err.print(f"  [yellow]{p.key}[/]: {p.message}")
-        raise typer.Exit(2)
-    console.print(f"[green]{catalog}: valid[/] ({len(loaded.catalog.sources)} source(s), store {loaded.catalog.output.store})")
+    console.print(f"[green]{text(catalog)}: valid[/] ({len(loaded.catalog.sources)} source(s), store {text(loaded.catalog.output.store)})")
 
 
 @app.command()
@@ -110,7 +127,9 @@ def run(
         if isinstance(exc, StoreLockedError) and loaded.catalog.output.storage_options and not STATE["debug"]:
             # the store needs the catalog's storage options: the unlock command must name it
             err.print(f"[bold red]error:[/] {exc}")
-            err.print(f"to break a dead run's lock: audioprep unlock {store or loaded.catalog.output.store} --catalog {catalog}", markup=False, highlight=False)
+            # (a lock refused here is alive or from another host: unlock needs --force for it)
+            target = store or loaded.catalog.output.store
+            err.print(f"if that run is dead, break its lock with: audioprep unlock {target} --catalog {catalog} --force", markup=False, highlight=False)
             raise typer.Exit(2) from None
         _fail(exc)
         return
