@@ -248,3 +248,20 @@ def test_a_damaged_table_column_is_a_store_error_naming_it(store):
         open_dataset(str(store))
     with pytest.raises(StoreError, match=r"table tables/v00001/examples, column offset: "):
         describe(str(store))
+
+
+def test_dense_stores_name_their_shards_too(tiny_corpus, tmp_path):
+    store = tmp_path / "d.zarr"
+    cat = base_catalog(tiny_corpus, store, audio={"sample_rate": 16000, "clip": {"mode": "fixed", "seconds": 1.0, "crop": "center"}})
+    steps.run_catalog(load_catalog(str(write_catalog(tmp_path / "c.yaml", cat))))
+    arr = zarr.open_group(str(store), mode="r")["features/log_mel"]
+    assert shard_key(arr, 0) == "c/0/0/0" and (store / "features/log_mel/c/0/0/0").exists()
+    assert verify_store(StoreLocation(str(store))).ok
+    ds = open_dataset(str(store))
+    in_first = sorted(str(i) for i, o in zip(ds.table["id"], ds.table["offset"]) if int(o) < arr.shards[0])
+    os.remove(store / "features/log_mel/c/0/0/0")
+    r = verify_store(StoreLocation(str(store)))
+    assert [(d.shard, sorted(d.example_ids)) for d in r.damage] == [("features/log_mel/c/0/0/0", in_first)]
+    p = int(np.flatnonzero(ds.table["id"] == in_first[0])[0])
+    with pytest.raises(StoreError, match=rf"features/log_mel/c/0/0/0 .*{in_first[0]}"):
+        ds[p]
