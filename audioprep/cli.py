@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,7 +18,10 @@ from rich.table import Table
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Distributed audio dataset preparation: catalog.yaml -> Zarr feature store.",
+)
 console = Console()
 err = Console(stderr=True)
 STATE = {"debug": False}
@@ -79,16 +82,19 @@ def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) ->
 @app.command()
 def run(
     catalog: str = typer.Argument(..., help="Path to catalog.yaml"),
-    store: Optional[str] = typer.Option(None, help="Override output.store (any fsspec URL)."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes of the embedded Dask cluster."),
-    scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler (tcp://host:port)."),
+    store: str | None = typer.Option(None, help="Override output.store (any fsspec URL)."),
+    workers: int | None = typer.Option(None, help="Worker processes of the embedded Dask cluster."),
+    scheduler: str | None = typer.Option(None, help="Address of an existing Dask scheduler (tcp://host:port)."),
     overwrite: bool = typer.Option(False, help="Delete the store first and rebuild it."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the run summary as JSON to this file."),
+    json_out: str | None = typer.Option(None, "--json", help="Also write the run summary as JSON to this file."),
     report: bool = typer.Option(True, help="Write report figures beside a local store and publish them as a Prefect artifact."),
+    dashboard_address: str | None = typer.Option(
+        None, help="Where the embedded cluster's Dask dashboard listens (default 127.0.0.1, any free port; it has no authentication)."
+    ),
 ) -> None:
     """Prepare the dataset: discover, featurize on Dask under a Prefect flow, commit a store version."""
     from pipeline.config.catalog import load_catalog
-    from pipeline.config.checks import check_sources
+    from pipeline.config.checks import inspect_sources
     from pipeline.errors import AudioprepError, CatalogError, StoreLockedError
     from pipeline.run.commit import reject_fraction
     from pipeline.run.preflight import preflight
@@ -100,14 +106,16 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
         loaded = load_catalog(catalog)
-        problems = check_sources(loaded)
-        if problems:
-            raise CatalogError(problems, catalog)
+        checked = inspect_sources(loaded)
+        if checked.errors:
+            raise CatalogError(checked.errors, catalog)
+        for w in checked.warnings:
+            err.print(f"[yellow]warning[/] {w.key}: {w.message}", markup=True, highlight=False)
     except CatalogError as exc:
         err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s); nothing was run[/]")
         for p in exc.problems:
             err.print(f"  [yellow]{p.key}[/]: {p.message}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if overwrite:
         _delete_store(store or loaded.catalog.output.store, loaded.catalog.output.storage_options)
     try:
@@ -117,7 +125,10 @@ def run(
             from audioprep.progress import run_with_progress
 
             with _interruptible():
-                summary = run_with_progress(catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report, t0=t0)
+                summary = run_with_progress(
+                    catalog, store=store, workers=workers, scheduler=scheduler, console=console, report=report, t0=t0,
+                    dashboard_address=dashboard_address,
+                )
     except BaseException as exc:  # noqa: BLE001 - sorted below
         if _interrupted(exc) and not STATE["debug"]:
             _say_interrupted()
@@ -256,6 +267,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     processed_h = (summary.get("processed_audio_seconds") or 0) / 3600
     console.print(f"audio: {summary.get('audio_hours', 0):.4f} h in store")
     console.print(f"rejected files: {summary.get('rejected', 0)}")
+    if summary.get("skipped_symlinks"):
+        console.print(f"symbolic links not followed: {summary['skipped_symlinks']} (sources[].symlinks; broken links and loops)")
     for r in (summary.get("reject_rows") or [])[:10]:
         console.print(f"  [yellow]{r['source']}:{r['path']}[/] [{r['stage']}] {r['error_class']}: {r['message']}")
     if summary.get("up_to_date"):
@@ -303,8 +316,8 @@ def export(
     store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
     table: str = typer.Option("summaries", help="summaries | examples | rejects"),
     format: str = typer.Option("parquet", help="parquet | csv"),
-    out: Optional[str] = typer.Option(None, help="Output file (default: <table>.<format>)."),
-    version: Optional[int] = typer.Option(None),
+    out: str | None = typer.Option(None, help="Output file (default: <table>.<format>)."),
+    version: int | None = typer.Option(None),
     catalog: str | None = _catalog_opt(),
     storage_options: str | None = _options_opt(),
 ) -> None:
@@ -389,7 +402,7 @@ def serve(
         err.print(f"[bold red]{catalog}: {len(exc.problems)} problem(s)[/]")
         for p in exc.problems:
             err.print(f"  [yellow]{p.key}[/]: {p.message}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except AudioprepError as exc:
         _fail(exc)
 
@@ -398,7 +411,7 @@ def serve(
 def report(
     store: str | None = typer.Argument(None, help="Store path or URL (default: --catalog's output.store)"),
     out: str = typer.Option("report", help="Output folder for PNG figures and index.html."),
-    version: Optional[int] = typer.Option(None),
+    version: int | None = typer.Option(None),
     catalog: str | None = _catalog_opt(),
     storage_options: str | None = _options_opt(),
 ) -> None:

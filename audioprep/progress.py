@@ -9,7 +9,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def run_with_progress(
-    catalog: str, *, store: str | None, workers: int | None, scheduler: str | None, console: Console, report: bool = True, t0: float | None = None
+    catalog: str,
+    *,
+    store: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    console: Console,
+    report: bool = True,
+    t0: float | None = None,
+    dashboard_address: str | None = None,
 ) -> dict[str, Any]:
     """Run the prepare flow under a progress bar; ``t0`` is when the command started
     (``time.perf_counter``): the bar's rate and ``ready_seconds`` count from it."""
@@ -60,7 +68,7 @@ def run_with_progress(
             from flows.prepare import prepare
 
             quiet()  # again: importing Prefect configured its loggers
-            summary = prepare(catalog, store=store, workers=workers, scheduler=rt["scheduler"], report=report)
+            summary = prepare(catalog, store=store, workers=workers, scheduler=rt["scheduler"], report=report, dashboard_address=dashboard_address)
             if "ready" in state:
                 summary["ready_seconds"] = state["ready"]
             return summary

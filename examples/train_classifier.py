@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.store.reader import AudioDataset, open_dataset
+from pipeline.store.reader import AudioDataset, open_dataset, warn_if_pooling_normalized
 
 PREFERRED = ("log_mel", "mfcc")
 
@@ -39,6 +39,7 @@ def clip_statistics(ds: AudioDataset, *, batch_size: int = 64) -> tuple[np.ndarr
     y : np.ndarray [shape=(n_clips,), dtype=int64]
         Index into ``ds.labels``.
     """
+    warn_if_pooling_normalized(ds, stacklevel=3)
     xs, ys = [], []
     # iter_batches reads whole chunks of the store at a time and zero-pads each batch to its
     # longest clip; ``lengths`` says how many frames of each row are real.

@@ -147,10 +147,15 @@ def embedded_cluster_config() -> dict[str, Any]:
     return config
 
 
-def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> dict[str, Any]:
+#: Where the embedded cluster's dashboard listens: loopback only, any free port. It has no
+#: authentication; ``audioprep run --dashboard-address 0.0.0.0:8787`` opens it to the network.
+DASHBOARD_ADDRESS = "127.0.0.1:0"
+
+
+def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None) -> dict[str, Any]:
     """An embedded LocalCluster of worker processes that report to this run's Prefect API,
     warm up while they start (``pipeline.run.warmup`` preload), and serve their dashboard on
-    loopback only."""
+    ``dashboard_address`` (default :data:`DASHBOARD_ADDRESS`)."""
     from prefect.settings import get_current_settings
 
     env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
@@ -161,7 +166,7 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
         "n_workers": workers or os.cpu_count() or 1,
         "threads_per_worker": threads_per_worker,
         "processes": True,
-        "dashboard_address": "127.0.0.1:0",
+        "dashboard_address": dashboard_address or DASHBOARD_ADDRESS,
         "silence_logs": logging.WARNING,
         "env": env,
         "preload": ["pipeline.run.warmup", "flows.embedded_worker"],
@@ -169,11 +174,12 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1) -> di
     }
 
 
-def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1) -> DaskTaskRunner:
+def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1, dashboard_address: str | None = None) -> DaskTaskRunner:
     """prefect-dask's runner on an existing scheduler, or on an embedded LocalCluster."""
     if scheduler:
         return DaskTaskRunner(address=scheduler)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(workers, threads_per_worker))
+    kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
 def _dashboard_link() -> str | None:
@@ -238,7 +244,12 @@ run_on_dask = flow(name="prepare-partitions", log_prints=False)(_run_on_dask)
 
 @flow(name="prepare", log_prints=False)
 def prepare(
-    catalog_path: str, store: str | None = None, workers: int | None = None, scheduler: str | None = None, report: bool = True
+    catalog_path: str,
+    store: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    report: bool = True,
+    dashboard_address: str | None = None,
 ) -> dict[str, Any]:
     """Prepare the dataset described by ``catalog_path`` into its Zarr store.
 
@@ -247,7 +258,7 @@ def prepare(
     """
     loaded = load_catalog(catalog_path)
     ex = loaded.catalog.execution
-    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker)
+    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker, dashboard_address)
     import dask
 
     with dask.config.set(embedded_cluster_config() if not (scheduler or ex.scheduler) else {}):

@@ -237,3 +237,10 @@ def test_partition_results_are_taken_while_later_partitions_are_still_submitted(
     assert events.index("result 0") < events.index("submit 4")
     assert sorted(e for e in events if e.startswith("result")) == sorted(f"result {i * i}" for i in range(6))
     assert [e for e in events if e.startswith("submit")] == [f"submit {i}" for i in range(6)]
+
+
+def test_the_dashboard_listens_on_loopback_unless_the_user_opens_it():
+    from flows.prepare import local_cluster_kwargs
+
+    assert local_cluster_kwargs(2)["dashboard_address"] == "127.0.0.1:0"
+    assert local_cluster_kwargs(2, dashboard_address="0.0.0.0:8787")["dashboard_address"] == "0.0.0.0:8787"

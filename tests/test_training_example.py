@@ -8,6 +8,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -71,6 +72,14 @@ def test_example_beats_chance_when_the_store_normalizes_per_example(per_example_
     accuracy = example.main(per_example_store, verbose=False)
     assert accuracy >= 0.9, f"accuracy {accuracy:.2f} on a per_example store (chance 0.25)"
     assert accuracy == example.main(demo_store, verbose=False)  # the same corpus stored without normalization
+    # pooling what the reader hands out with normalize=True is warned about
+    from pipeline.store.reader import PooledStatisticsWarning
+
+    with pytest.warns(PooledStatisticsWarning, match="per_example normalization"):
+        example.clip_statistics(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PooledStatisticsWarning)
+        example.clip_statistics(open_dataset(per_example_store, "test", features=["log_mel"], normalize=False))
 
 
 def test_clip_statistics_match_per_item_reads(demo_store):

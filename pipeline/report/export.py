@@ -11,6 +11,8 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, read_state
 
+KEY_COLUMNS = ("id", "split", "label", "group", "path", "source", "parent", "copy", "duration_seconds")
+
 
 def table_columns(url: str, table: str, *, version: int | None = None, storage_options: dict[str, Any] | None = None) -> dict[str, list]:
     state = read_state(StoreLocation(url, dict(storage_options or {})), version)
@@ -22,8 +24,9 @@ def table_columns(url: str, table: str, *, version: int | None = None, storage_o
     keep = [i for i, r in enumerate(state.table) if r["status"] in ACTIVE]
     base = ["id", "parent", "copy", "source", "path", "label", "group", "split", "duration_seconds"]
     if table == "examples":
-        cols = list(state.table[0].keys()) if state.table else base
-        return {k: [state.table[i][k] for i in keep] for k in cols}
+        keys = list(state.table[0].keys()) if state.table else base
+        lead = [k for k in KEY_COLUMNS if k in keys]  # the keys a reader joins on come first
+        return {k: [state.table[i][k] for i in keep] for k in lead + [k for k in keys if k not in lead]}
     if table == "summaries":
         if not state.summary_columns:
             raise StoreError(f"{url} has no summaries: add `features.summaries: [mean, std]` to the catalog")

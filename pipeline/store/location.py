@@ -142,7 +142,7 @@ def check_unlocked(loc: StoreLocation) -> dict[str, Any] | None:
             raise StoreLockedError(
                 f"store {loc.url} is locked by run {current.get('run_id')} (host {current.get('host')}, "
                 f"pid {current.get('pid')}, since {current.get('since')}). Wait for it to finish; if that run "
-                f"is dead, break the lock with `audioprep unlock {loc.url}`."
+                f"is dead, break the lock with `audioprep unlock {loc.url} --force`."
             )
     return current
 

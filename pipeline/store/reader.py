@@ -8,6 +8,7 @@ workers started with spawn or forkserver each open their own Zarr handles.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -288,4 +289,23 @@ def augment_params(ds: AudioDataset, i: int) -> list[dict[str, Any]]:
     return json.loads(str(ds.table["augment"][i]) or "[]")
 
 
-__all__ = ["AudioDataset", "open_dataset", "augment_params", "ATTR_KEY"]
+class PooledStatisticsWarning(UserWarning):
+    """Statistics pooled over frames were asked of per-example-normalized features."""
+
+
+def warn_if_pooling_normalized(ds: AudioDataset, *, stacklevel: int = 2) -> bool:
+    """Warn and return True when ``ds`` applies per_example normalization: each clip's mean over
+    frames is then 0 and its std 1 in every band, so statistics pooled over frames carry nothing."""
+    if ds.normalization != "per_example":
+        return False
+    warnings.warn(
+        f"{ds._sel.url}: features are read with per_example normalization, so each clip's mean over frames is 0 and "
+        "its std 1 in every band; statistics pooled over frames carry no information. Open it with normalize=False "
+        "and scale the pooled vectors with the train split's statistics (docs/training.md).",
+        PooledStatisticsWarning,
+        stacklevel=stacklevel,
+    )
+    return True
+
+
+__all__ = ["AudioDataset", "open_dataset", "augment_params", "ATTR_KEY", "PooledStatisticsWarning", "warn_if_pooling_normalized"]

@@ -81,7 +81,7 @@ def write_table(group: zarr.Group, path: str, columns: Mapping[str, np.ndarray],
         if values.dtype == object or values.dtype.kind in "US":
             arr = g.create_array(name, shape=values.shape, dtype=str, chunks=chunks, dimension_names=(dim,), overwrite=True)
             if n:
-                arr[:] = np.asarray(values, dtype=object)
+                arr[:] = np.array([_storable(v) for v in values.tolist()], dtype=object)
         else:
             dims = (dim,) if values.ndim == 1 else (dim, *(f"{name}_col{i}" if i else "column" for i in range(values.ndim - 1)))
             arr = g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks, dimension_names=dims, overwrite=True, fill_value=0)
@@ -119,3 +119,11 @@ def rows_of(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _storable(value):
+    """A string zarr can encode as UTF-8: a file name's undecodable bytes (surrogate escapes
+    from os.fsdecode) become ``\\xNN`` text; ids are derived from the real bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
