@@ -105,7 +105,7 @@ def run(
         # print its traceback for the task, the subflow and the flow. The run's records keep them.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
-        loaded = load_catalog(catalog)
+        loaded = load_catalog(catalog, store=store)
         checked = inspect_sources(loaded)
         if checked.errors:
             raise CatalogError(checked.errors, catalog)

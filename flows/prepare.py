@@ -193,7 +193,7 @@ def _dashboard_link() -> str | None:
 def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, Any]:
     # parameters are stored by the Prefect API: pass the path, never the resolved catalog (secrets)
     t0 = time.perf_counter()
-    loaded = load_catalog(catalog_path)
+    loaded = load_catalog(catalog_path, store=store)
     logger = get_run_logger()
     location = steps.store_location(loaded, store)
     refs, banks = discover_task(loaded).value
@@ -256,7 +256,7 @@ def prepare(
     With ``report`` (and a local store), the figures of ``audioprep report`` are written
     beside the store (``<store>.report/vNNNNN/``) and published as a markdown artifact.
     """
-    loaded = load_catalog(catalog_path)
+    loaded = load_catalog(catalog_path, store=store)
     ex = loaded.catalog.execution
     runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker, dashboard_address)
     import dask

@@ -81,6 +81,13 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     offline = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     r = cli("run", str(p), "--workers", "1", env_extra=offline)
     assert r.returncode == 0 and "up to date: nothing to do" in r.stdout and "realtime" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    # --store stands in for a catalog without output.store
+    bare = base_catalog(tiny_corpus, tmp_path / "unused.zarr", features={"log_mel": {"n_mels": 40}, "summaries": ["mean", "std"]})
+    del bare["output"]
+    r = cli("run", str(write_catalog(tmp_path / "c-no-output.yaml", bare)), "--store", str(tmp_path / "s.zarr"), env_extra=offline)
+    assert r.returncode == 0 and "up to date: nothing to do" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    r = cli("run", str(tmp_path / "c-no-output.yaml"), env_extra=offline)
+    assert r.returncode == 2 and "output" in r.stderr, r.stderr
     # a store written with other settings is refused the same way, naming the way out
     other = write_catalog(tmp_path / "c-other.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 64}}))
     r = cli("run", str(other), env_extra=offline)

@@ -344,11 +344,12 @@ def parse_catalog(raw: dict[str, Any], *, path: str = "<catalog>", env: dict[str
     return LoadedCatalog(catalog=catalog, path=path, redacted=redacted, catalog_hash=digest.hexdigest()[:16])
 
 
-def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None) -> LoadedCatalog:
+def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None, store: str | None = None) -> LoadedCatalog:
     """Read and validate ``catalog.yaml`` (``yaml.safe_load`` only, after :func:`safe_load_limited`'s checks).
 
     Relative local paths in ``sources[].url``, ``sources[].manifest`` and ``output.store``
-    are resolved against the catalog file's folder.
+    are resolved against the catalog file's folder. ``store`` (``audioprep run --store``)
+    replaces ``output.store``, and stands in for it when the catalog has none.
     """
     p = pathlib.Path(path)
     if p.is_dir():
@@ -368,6 +369,9 @@ def load_catalog(path: str | pathlib.Path, *, env: dict[str, str] | None = None)
         raise CatalogError([Problem("(yaml)", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], str(p)) from None
     if isinstance(raw, dict):
         raw = _resolve_relative(raw, p.parent)
+        if store:
+            output = raw.get("output") if isinstance(raw.get("output"), dict) else {}
+            raw = {**raw, "output": {**output, "store": store}}
     return parse_catalog(raw, path=str(p), env=env)
 
 
