@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from pipeline.config.catalog import load_catalog
-from pipeline.run import steps
 from tests.conftest import base_catalog, write_catalog
 from tests.s3util import ACCESS_KEY, BUCKET, SECRET, all_objects, resolved_options, s3_client, s3_endpoint, storage_options, upload_tree
+from tests.test_verify_store import built, store  # noqa: F401 - fixtures shared with the library tests
 
 __all__ = ["s3_endpoint"]  # the module's fixture
 
@@ -29,19 +27,6 @@ def cli(*args, env_extra=None, timeout=300):
     return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def built(tiny_corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("built")
-    cat = write_catalog(root / "c.yaml", base_catalog(tiny_corpus, root / "s.zarr"))
-    steps.run_catalog(load_catalog(str(cat)))
-    return root / "s.zarr"
-
-
-@pytest.fixture
-def store(built, tmp_path):
-    dst = tmp_path / "s.zarr"
-    shutil.copytree(built, dst)
-    return dst
 
 
 def s3_catalog(tiny_corpus, tmp_path, url, endpoint):
