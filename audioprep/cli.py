@@ -43,18 +43,33 @@ def _fail(exc: BaseException, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _plain(s: object) -> str:
+    """Text for rich: regexes hold [...] (not markup); file names may hold undecodable bytes."""
+    from rich.markup import escape
+
+    return escape(str(s).encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def print_source_figures(sources, out: Console) -> None:
+    """Per source: the files matched, and the audio-looking files the pattern left out."""
+    for f in sources:
+        left = sum(f.unmatched_audio.values())
+        exts = ", ".join(f".{e}: {n}" for e, n in sorted(f.unmatched_audio.items()))
+        extra = f", {left} audio-looking file(s) not matched by `pattern` ({exts})" if left else ""
+        links = f", {f.skipped_symlinks} symbolic link(s) skipped" if f.skipped_symlinks else ""
+        out.print(f"sources.{f.index} ({_plain(f.name)}): {f.matched} file(s) matched{_plain(extra)}{links}")
+        if left:
+            out.print(f"  hint: widen sources.{f.index}.pattern to include them")
+
+
 @app.command()
 def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) -> None:
     """Check a catalog and its sources; report every problem at once (exit 2 on errors)."""
-    from rich.markup import escape
-
     from pipeline.config.catalog import load_catalog
     from pipeline.config.checks import inspect_sources
     from pipeline.errors import CatalogError
 
-    def text(s: object) -> str:
-        # regexes hold [...] (not rich markup); file names may hold undecodable bytes (surrogate escapes)
-        return escape(str(s).encode("utf-8", "backslashreplace").decode("utf-8"))
+    text = _plain
 
     def show(problems, title: str, style: str) -> None:
         err.print(f"[{style}]{text(catalog)}: {len(problems)} {title}[/]")
@@ -67,14 +82,7 @@ def validate(catalog: str = typer.Argument(..., help="Path to catalog.yaml")) ->
         show(exc.problems, "problem(s)", "bold red")
         raise typer.Exit(2) from None
     report = inspect_sources(loaded)
-    for f in report.sources:
-        left = sum(f.unmatched_audio.values())
-        exts = ", ".join(f".{e}: {n}" for e, n in sorted(f.unmatched_audio.items()))
-        extra = f", {left} audio-looking file(s) not matched by `pattern` ({exts})" if left else ""
-        links = f", {f.skipped_symlinks} symbolic link(s) skipped" if f.skipped_symlinks else ""
-        console.print(f"sources.{f.index} ({text(f.name)}): {f.matched} file(s) matched{text(extra)}{links}")
-        if left:
-            console.print(f"  hint: widen sources.{f.index}.pattern to include them")
+    print_source_figures(report.sources, console)
     if report.warnings:
         show(report.warnings, "warning(s)", "bold yellow")
     if report.errors:
@@ -113,6 +121,7 @@ def run(
         checked = inspect_sources(loaded)
         if checked.errors:
             raise CatalogError(checked.errors, catalog)
+        print_source_figures(checked.sources, err)
         for w in checked.warnings:
             err.print(f"[yellow]warning[/] {w.key}: {w.message}", markup=True, highlight=False)
     except CatalogError as exc:
