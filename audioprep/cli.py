@@ -121,7 +121,7 @@ def run(
         checked = inspect_sources(loaded)
         if checked.errors:
             raise CatalogError(checked.errors, catalog)
-        print_source_figures(checked.sources, err)
+        print_source_figures(checked.sources, console)
         for w in checked.warnings:
             err.print(f"[yellow]warning[/] {w.key}: {w.message}", markup=True, highlight=False)
     except CatalogError as exc:

@@ -50,7 +50,7 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     out = r.stdout
     for word in ("train", "val", "test", "rejected files: 0", "store:"):
         assert word in out, word
-    assert "sources.0 (demo): 32 file(s) matched" in r.stderr, r.stderr  # per source, as validate says it
+    assert "sources.0 (demo): 32 file(s) matched" in out, out  # per source, as validate says it
     summary = json.loads((tmp_path / "sum.json").read_text())
     # one throughput, saying what it divides; start-up on its own; where the report went
     x = summary["processed_audio_seconds"] / summary["wall_seconds"]
