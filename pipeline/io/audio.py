@@ -229,16 +229,8 @@ def decode(
     """
     if len(data) == 0:
         raise AudioDecodeError(path, "read", "zero-byte file; remove it or re-export it")
-    try:
-        f = sf.SoundFile(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
+    f, sr, ch, frames = _open_checked(path, data, max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate)
     with f:
-        sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
-        check_header(
-            path, sample_rate=sr, channels=ch, frames=frames, format=f.format, subtype=f.subtype, size_bytes=len(data),
-            max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate,
-        )
         unknown = length_unknown(frames)
         cap = int(np.floor(max_seconds * sr))
         limit = cap + 1 if unknown else frames  # one more than allowed: tells "too long" from "exactly max"
@@ -280,16 +272,8 @@ def decode_segments(
     Memory stays bounded by one segment whatever the header claims. The first item is the
     header as ``(sample_rate, channels, frames)``.
     """
-    try:
-        f = sf.SoundFile(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
+    f, sr, ch, frames = _open_checked(path, data, max_seconds=None, max_channels=max_channels, max_sample_rate=max_sample_rate)
     with f:
-        sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
-        check_header(
-            path, sample_rate=sr, channels=ch, frames=frames, format=f.format, subtype=f.subtype, size_bytes=len(data),
-            max_seconds=None, max_channels=max_channels, max_sample_rate=max_sample_rate,
-        )
         yield sr, ch, frames
         block = max(1, int(segment_seconds * sr))
         start = 0
@@ -353,3 +337,22 @@ def peak_dbfs(y: np.ndarray) -> float:
     # max and -min: no |y| temporary (a NaN still propagates, from y.max())
     peak = max(float(y.max()), -float(y.min())) if y.size else 0.0
     return -np.inf if peak == 0 else 20.0 * np.log10(peak)
+
+
+def _open_checked(path: str, data: bytes, *, max_seconds: float | None, max_channels: int, max_sample_rate: int):
+    """Open ``data`` with libsndfile and apply :func:`check_header` before any sample is
+    decoded. Returns the open file and its ``(sample_rate, channels, frames)``."""
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
+    sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
+    try:
+        check_header(
+            path, sample_rate=sr, channels=ch, frames=frames, format=f.format, subtype=f.subtype, size_bytes=len(data),
+            max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate,
+        )
+    except BaseException:
+        f.close()
+        raise
+    return f, sr, ch, frames
