@@ -56,5 +56,9 @@ class StoreLockedError(StoreError):
     """Another run holds the store's lock."""
 
 
+class LockLostError(StoreLockedError):
+    """This run no longer holds the store's lock (its lease lapsed): it must not commit."""
+
+
 class SourceError(AudioprepError):
     """A source cannot be listed or read (missing path, no permission, empty match)."""

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from pipeline.errors import StoreLockedError
-from pipeline.store.location import LOCK_PATH, StoreLocation, acquire_lock, check_unlocked, lock_owner, release_lock
+from pipeline.store.location import StoreLocation
+from pipeline.store.lock import LOCK_PATH, acquire_lock, check_unlocked, lock_owner, release_lock
 
 
 def _race(url: str, run_id: str, barrier, results) -> None:

@@ -18,6 +18,7 @@ from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import manifest_path, process_partition
 from pipeline.run.planner import build_plan
 from pipeline.store.location import StoreLocation
+from pipeline.store.lock import acquire_lock
 from tests.conftest import base_catalog, write_catalog
 
 
@@ -50,6 +51,7 @@ def test_file_replaced_by_a_longer_one_during_the_run_is_rejected_and_the_partit
     refs, banks = steps.discover(loaded)
     heads = {h.example_id: h for h in probe_headers(refs, {})}
     plan = build_plan(loaded, refs, heads, banks, location=loc, run_id="r1")
+    acquire_lock(loc, "r1")  # as a run holds it: prepare and commit check it (fencing)
     prepare_store(plan)
     part = plan.partitions[0]
     victim = part.items[0]

@@ -20,7 +20,8 @@ from pipeline.run import steps
 from pipeline.run.commit import prepare_store
 from pipeline.run.partition import process_partition
 from pipeline.run.planner import build_plan
-from pipeline.store.location import StoreLocation, acquire_lock, break_lock
+from pipeline.store.location import StoreLocation
+from pipeline.store.lock import acquire_lock, break_lock
 from tests.conftest import base_catalog, write_catalog
 
 

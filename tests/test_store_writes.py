@@ -19,6 +19,7 @@ from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import process_partition
 from pipeline.run.planner import build_plan
 from pipeline.store.location import StoreLocation
+from pipeline.store.lock import acquire_lock
 from tests.conftest import base_catalog, write_catalog
 
 
@@ -75,6 +76,7 @@ def test_partitions_retried_over_stale_shards_write_what_a_clean_run_writes(tiny
     refs, banks = steps.discover(loaded)
     heads = {h.example_id: h for h in probe_headers(refs, {})}
     plan = build_plan(loaded, refs, heads, banks, location=loc, run_id="r1")
+    acquire_lock(loc, "r1")  # as a run holds it: prepare and commit check it (fencing)
     prepare_store(plan)
     # an earlier attempt of every partition left other values in every row of its region
     group = zarr.open_group(loc.zarr_store(), mode="r+")

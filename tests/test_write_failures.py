@@ -18,6 +18,7 @@ from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import manifest_path, process_partition
 from pipeline.run.planner import build_plan
 from pipeline.store.location import StoreLocation
+from pipeline.store.lock import acquire_lock
 from tests.conftest import base_catalog, write_catalog
 
 
@@ -35,6 +36,7 @@ def test_failed_partition_write_commits_nothing_and_retry_completes(tiny_corpus,
     heads = {h.example_id: h for h in probe_headers(refs, {})}
     plan = build_plan(loaded, refs, heads, banks, location=loc, run_id="r2")
     assert len(plan.partitions) == 1
+    acquire_lock(loc, "r2")  # as a run holds it: prepare and commit check it (fencing)
     prepare_store(plan)
     # a real failing write: the shard's folder is taken by a plain file, so zarr cannot write
     shard_dir = store / "features" / "log_mel" / "c"

@@ -24,6 +24,7 @@ from pipeline.features.normalize import RunningStats
 from pipeline.run.partition import manifest_path
 from pipeline.run.planner import RunPlan
 from pipeline.store.layout import FORMAT_VERSION, ensure_feature_arrays
+from pipeline.store.lock import verify_held
 from pipeline.store.state import ACTIVE, ATTR_KEY, file_id, table_path
 from pipeline.store.tables import EXAMPLE_COLUMNS, REJECT_COLUMNS, to_columns, write_table
 
@@ -53,6 +54,7 @@ def package_versions() -> dict[str, str]:
 
 def prepare_store(plan: RunPlan) -> None:
     """Create the store (first run) and grow the feature arrays to the plan's allocation."""
+    verify_held(plan.location, plan.run_id)
     c = plan.loaded.catalog
     group = zarr.open_group(plan.location.zarr_store(), mode="a")
     meta = dict(group.attrs.get(ATTR_KEY, {}))
@@ -93,6 +95,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         When a partition of the plan has no manifest (it failed): nothing is committed.
     """
     loc = plan.location
+    verify_held(loc, plan.run_id)  # fencing: a run that lost its lease never commits
     c = plan.loaded.catalog
     prev = plan.previous
     manifests = read_manifests(plan)
@@ -182,6 +185,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
             "current_version": version,  # switched last: the version becomes visible here
         }
     )
+    verify_held(loc, plan.run_id)  # again at the commit point: the tables above are invisible until this write
     group.attrs.update({ATTR_KEY: meta})
     return {**record, "wall_seconds": wall_seconds, "store": loc.url, "reject_rows": rejects[:200]}
 

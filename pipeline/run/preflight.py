@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.config.catalog import LoadedCatalog
 from pipeline.run import steps
 from pipeline.run.planner import build_plan, check_fingerprint, fingerprint, make_run_layout, refs_needing_probe
-from pipeline.store.location import check_unlocked
+from pipeline.store.lock import check_unlocked
 from pipeline.store.state import read_state
 
 

@@ -18,7 +18,8 @@ from pipeline.io.fs import is_remote
 from pipeline.run.commit import commit_run, prepare_store
 from pipeline.run.partition import process_partition
 from pipeline.run.planner import RunPlan, build_plan, new_run_id, refs_needing_probe
-from pipeline.store.location import StoreLocation, acquire_lock, release_lock
+from pipeline.store.location import StoreLocation
+from pipeline.store.lock import hold_lock
 from pipeline.store.state import read_state
 
 
@@ -83,8 +84,7 @@ def run_catalog(
     run_id = run_id or new_run_id()
     refs, banks = discover(loaded)
     opts = source_options(loaded)
-    acquire_lock(loc, run_id)
-    try:
+    with hold_lock(loc, run_id):
         # the committed state is read once, under the lock, for both probing and planning
         previous = read_state(loc)
         headers: dict[str, Header] = {}
@@ -99,8 +99,6 @@ def run_catalog(
             if on_partition:
                 on_partition(result)
         return commit_run(plan, wall_seconds=time.perf_counter() - t0)
-    finally:
-        release_lock(loc, run_id)
 
 
 def up_to_date_summary(plan: RunPlan, wall_seconds: float) -> dict[str, Any]:

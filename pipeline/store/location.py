@@ -1,4 +1,5 @@
-"""Where a store lives: a URL plus fsspec options, with JSON side files and the run lock.
+"""Where a store lives: a URL plus fsspec options, with JSON side files (the run lock is in
+:mod:`pipeline.store.lock`).
 
 Side files (partition manifests, the lock) are plain JSON objects next to the Zarr
 metadata; nothing in a store is ever unpickled or executed.
@@ -6,21 +7,16 @@ metadata; nothing in a store is ever unpickled or executed.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import zarr
 import zarr.storage
 
-from pipeline.errors import StoreError, StoreLockedError
+from pipeline.errors import StoreError
 from pipeline.io.fs import filesystem, is_remote, join
-
-LOCK_PATH = "_lock.json"
 
 
 @dataclass(frozen=True)
@@ -111,94 +107,3 @@ class StoreLocation:
         fs, root = self.fs_root()
         fs.invalidate_cache()
         return fs.exists(join(root, rel) if rel else root)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def check_unlocked(loc: StoreLocation) -> dict[str, Any] | None:
-    """Raise :class:`StoreLockedError` when a live run holds the store's lock; return a stale
-    lock's contents (a dead process on this host: a resumed run takes it over), else None."""
-    current = loc.read_json(LOCK_PATH)
-    if current:
-        me = lock_owner()
-        same_host = current.get("host") == me["host"]
-        if not (same_host and (current.get("pid") == me["pid"] or not _pid_alive(int(current.get("pid", -1))))):
-            raise StoreLockedError(
-                f"store {loc.url} is locked by run {current.get('run_id')} (host {current.get('host')}, "
-                f"pid {current.get('pid')}, since {current.get('since')}). Wait for it to finish; if that run "
-                f"is dead, break the lock with `audioprep unlock {loc.url} --force`."
-            )
-    return current
-
-
-def acquire_lock(loc: StoreLocation, run_id: str) -> dict[str, Any]:
-    """Take the store's run lock, or raise :class:`StoreLockedError` naming its owner.
-
-    A lock left by a dead process on this host (a killed run) is taken over: that is what
-    lets a resumed run continue. Any other lock must be broken explicitly
-    (``audioprep unlock STORE``). On a local disk the lock is created exclusively (a hard
-    link of a complete file), so of two runs that acquire at once exactly one wins.
-    """
-    me = {**lock_owner(), "run_id": run_id, "since": _now()}
-    for _ in range(3):
-        current = check_unlocked(loc)
-        if current:
-            me["took_over_from"] = current.get("run_id")
-            if not loc.remote and not _set_aside(loc, current):
-                continue  # another run took the stale lock over first: judge its lock instead
-        if loc.remote:
-            loc.write_json(LOCK_PATH, me)
-            check = loc.read_json(LOCK_PATH)
-            if check and check.get("run_id") == run_id:
-                return me
-        elif loc.create_json(LOCK_PATH, me):
-            return me
-    raise StoreLockedError(f"store {loc.url}: another run took the lock at the same time; try again later")
-
-
-def _set_aside(loc: StoreLocation, stale: dict[str, Any]) -> bool:
-    """Move a stale local lock out of the way; False when it is no longer the one judged stale."""
-    _, root = loc.fs_root()
-    path, aside = join(root, LOCK_PATH), join(root, f"{LOCK_PATH}.stale-{os.getpid()}")
-    try:
-        os.rename(path, aside)  # atomic: of two runs taking it over, one moves it
-    except FileNotFoundError:
-        return False
-    with open(aside, "rb") as f:
-        moved = json.loads(f.read() or b"null")
-    if moved != stale:  # a live run's lock replaced it meanwhile: put it back (unless yet another exists)
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, path)
-        os.remove(aside)
-        return False
-    os.remove(aside)
-    return True
-
-
-def release_lock(loc: StoreLocation, run_id: str) -> None:
-    current = loc.read_json(LOCK_PATH)
-    if current and current.get("run_id") == run_id:
-        loc.delete(LOCK_PATH)
-
-
-def break_lock(loc: StoreLocation) -> dict[str, Any] | None:
-    """Remove the lock whoever holds it; returns what it said."""
-    current = loc.read_json(LOCK_PATH)
-    loc.delete(LOCK_PATH)
-    return current

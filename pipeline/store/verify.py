@@ -25,7 +25,8 @@ import zarr
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.io.fs import join
-from pipeline.store.location import LOCK_PATH, StoreLocation, acquire_lock, release_lock
+from pipeline.store.location import StoreLocation
+from pipeline.store.lock import LOCK_PATH, acquire_lock, lock_is_live, release_lock
 from pipeline.store.state import ATTR_KEY, read_meta, table_path
 
 # --- where rows live --------------------------------------------------------------------
@@ -206,7 +207,7 @@ def verify_store(loc: StoreLocation, version: int | None = None) -> VerifyResult
 
 #: What a store holds at its root. Anything else is not ours to delete.
 ROOT_ENTRIES = ("zarr.json", "features", "tables", "_partitions", LOCK_PATH)
-_SIDE = re.compile(rf"^({re.escape(LOCK_PATH)}\.stale-\d+|.*\.tmp-\d+)$")
+_SIDE = re.compile(rf"^({re.escape(LOCK_PATH)}\.(stale-\d+|probe-\d+-\w+|takeover-\w+)|.*\.tmp-\d+)$")
 _VERSION_DIR = re.compile(r"^v\d{5}$")
 
 
@@ -276,29 +277,17 @@ def delete_store(loc: StoreLocation) -> list[str]:
 # --- unlock -----------------------------------------------------------------------------
 
 
-def lock_is_live(lock: dict[str, Any]) -> bool:
-    """A lock of a process alive on this host, or of any other host (which cannot be checked)."""
-    if lock.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(lock.get("pid", -1)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, OverflowError):
-        return True
-    return True
-
-
 def unlock_store(loc: StoreLocation, *, force: bool = False) -> dict[str, Any] | None:
     """Remove the store's lock and return what it said (None when there was none).
 
-    A live lock (see :func:`lock_is_live`) is refused unless ``force``.
+    A live lock (its owner alive on this host, or its lease unexpired by the store's clock;
+    see :func:`pipeline.store.lock.lock_is_live`) is refused unless ``force``.
     """
     current = loc.read_json(LOCK_PATH)
     if not current:
         return None
-    if lock_is_live(current) and not force:
-        where = "is alive on this host" if current.get("host") == socket.gethostname() else "runs on another host, which this host cannot check"
+    if lock_is_live(loc, current) and not force:
+        where = "is alive on this host" if current.get("host") == socket.gethostname() else "keeps its lease fresh (another host)"
         raise StoreError(
             f"store {loc.url} is locked by run {current.get('run_id')} (host {current.get('host')}, pid {current.get('pid')}, "
             f"since {current.get('since')}), whose process {where}: not unlocked. If that run is dead, add --force."
@@ -334,6 +323,6 @@ def resolve_location(store: str | None, *, catalog: str | None = None, storage_o
 
 
 __all__ = [
-    "ATTR_KEY", "Damage", "VerifyResult", "check_version", "delete_store", "lock_is_live", "read_rows",
+    "ATTR_KEY", "Damage", "VerifyResult", "check_version", "delete_store", "read_rows",
     "resolve_location", "shard_key", "unlock_store", "unknown_entries", "verify_store",
 ]
