@@ -29,7 +29,7 @@ from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, planner, steps
 from pipeline.run.allocator import worker_malloc_environ
 from pipeline.run.partition import process_partition
-from pipeline.store.location import acquire_lock, release_lock
+from pipeline.store.lock import hold_lock
 from pipeline.store.state import read_state
 
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
@@ -198,8 +198,7 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
     location = steps.store_location(loaded, store)
     refs, banks = discover_task(loaded).value
     opts = steps.source_options(loaded)
-    acquire_lock(location, run_id)
-    try:
+    with hold_lock(location, run_id):
         # the committed state is read once, under the lock, for both probing and planning
         previous = read_state(location)
         to_probe = planner.refs_needing_probe(refs, previous)
@@ -235,8 +234,6 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
         summary = commit_task(quote(plan), time.perf_counter() - t0)
         return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"],
                 "skipped_symlinks": getattr(refs, "skipped_symlinks", 0)}
-    finally:
-        release_lock(location, run_id)
 
 
 run_on_dask = flow(name="prepare-partitions", log_prints=False)(_run_on_dask)
