@@ -118,3 +118,33 @@ def test_non_utf8_file_names_are_listed_probed_and_validated(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CatalogWarning)
         assert check_sources(parse_catalog(cat)) == []
+
+
+def test_non_utf8_names_are_stored_reversibly(tmp_path):
+    """The table shows a non-UTF-8 name as \\xNN text and keeps its bytes (path_bytes), so the
+    name comes back exactly; a UTF-8 name that merely looks like an escape is not confused with it."""
+    from pipeline.config.catalog import load_catalog
+    from pipeline.run import steps
+    from pipeline.store.location import StoreLocation
+    from pipeline.store.state import read_state
+    from pipeline.store.tables import original_path
+    from tests.conftest import write_catalog
+
+    root = tmp_path / "audio"
+    (root / "cls").mkdir(parents=True)
+    raw_ok, raw_bad = os.fsencode(root / "cls") + b"/spk01_latin1_\xe9.wav", os.fsencode(root / "cls") + b"/spk02_bad_\xff.wav"
+    with open(raw_ok, "wb") as f:
+        f.write(wav_bytes())
+    with open(raw_bad, "wb") as f:
+        f.write(b"RIFF\x00\x00not audio at all" * 4)
+    (root / "cls" / "spk03_latin1_\\xe9.wav").write_bytes(wav_bytes())  # literal backslash, x, e, 9
+    loaded = load_catalog(write_catalog(tmp_path / "c.yaml", catalog_for(root, tmp_path)))
+    steps.run_catalog(loaded)
+    state = read_state(StoreLocation(str(tmp_path / "s.zarr")))
+    assert sorted(r["path"] for r in state.table) == ["cls/spk01_latin1_\\xe9.wav", "cls/spk03_latin1_\\xe9.wav"]  # shown alike
+    by_bytes = {original_path(r): r for r in state.table}
+    assert set(by_bytes) == {b"cls/spk01_latin1_\xe9.wav", b"cls/spk03_latin1_\\xe9.wav"}
+    assert by_bytes[b"cls/spk03_latin1_\\xe9.wav"]["path_bytes"] == ""
+    assert os.path.exists(os.fsdecode(os.fsencode(root) + b"/" + original_path(by_bytes[b"cls/spk01_latin1_\xe9.wav"])))
+    (reject,) = state.rejects
+    assert reject["path"] == "cls/spk02_bad_\\xff.wav" and original_path(reject) == b"cls/spk02_bad_\xff.wav"

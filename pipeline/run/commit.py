@@ -26,7 +26,7 @@ from pipeline.run.planner import RunPlan
 from pipeline.store.layout import FORMAT_VERSION, ensure_feature_arrays
 from pipeline.store.lock import verify_held
 from pipeline.store.state import ACTIVE, ATTR_KEY, file_id, table_path
-from pipeline.store.tables import EXAMPLE_COLUMNS, REJECT_COLUMNS, to_columns, write_table
+from pipeline.store.tables import EXAMPLE_COLUMNS, REJECT_COLUMNS, path_bytes_text, to_columns, write_table
 
 PACKAGES = (
     # the libraries that compute the stored bytes: decode, resample, features, codecs
@@ -123,7 +123,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
     rejects: list[dict[str, Any]] = []
     if prev:
         rejects = [r for r in prev.rejects if r["id"] in plan.kept_reject_ids]
-    rejects += [{**r, "version_added": version} for r in plan.probe_rejects]
+    rejects += [{**r, "path_bytes": path_bytes_text(r["path"]), "version_added": version} for r in plan.probe_rejects]
 
     stats: dict[str, RunningStats] = {}
     if prev and prev.meta.get("norm_stats"):
@@ -135,10 +135,12 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         summaries = m.get("summaries") or []
         for j, r in enumerate(m["rows"]):
             status = "flagged" if r["flags"] else "ok"
-            rows.append({**r, "status": status, "partition": p.partition_id, "augment": json.dumps(r["augment"], sort_keys=True), "version_added": version})
+            augment = json.dumps(r["augment"], sort_keys=True)
+            name = path_bytes_text(r["path"])
+            rows.append({**r, "path_bytes": name, "status": status, "partition": p.partition_id, "augment": augment, "version_added": version})
             if sum_cols:
                 sums.append(np.asarray(summaries[j], np.float32) if j < len(summaries) else np.zeros(len(sum_cols), np.float32))
-        rejects += [{**r, "version_added": version} for r in m["rejects"]]
+        rejects += [{**r, "path_bytes": path_bytes_text(r["path"]), "version_added": version} for r in m["rejects"]]
         for k, v in m.get("norm_stats", {}).items():
             s = RunningStats.from_dict(v)
             stats[k] = stats[k].merge(s) if k in stats else s

@@ -7,6 +7,7 @@ reader of a version never sees a half-written table.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ EXAMPLE_COLUMNS: dict[str, Any] = {
     "copy": "int16",
     "source": str,
     "path": str,
+    "path_bytes": str,
     "label": str,
     "group": str,
     "split": str,
@@ -47,6 +49,7 @@ REJECT_COLUMNS: dict[str, Any] = {
     "id": str,
     "source": str,
     "path": str,
+    "path_bytes": str,
     "content_key": str,
     "stage": str,
     "error_class": str,
@@ -119,6 +122,25 @@ def rows_of(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def path_bytes_text(path: str) -> str:
+    """The ``path_bytes`` column: "" for a UTF-8 name (``path`` is exact), else the name's
+    original bytes in base64, since ``path`` shows them as ``\\xNN`` text."""
+    try:
+        path.encode("utf-8")
+        return ""
+    except UnicodeEncodeError:
+        return base64.b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def original_path(row: Mapping[str, Any]) -> bytes:
+    """The exact bytes of a row's relative path (example or reject table), whatever they are.
+
+    ``os.fsdecode(original_path(row))`` opens the file on a local disk.
+    """
+    raw = row.get("path_bytes") or ""
+    return base64.b64decode(raw) if raw else str(row["path"]).encode("utf-8")
 
 
 def _storable(value):
