@@ -61,7 +61,8 @@ def test_a_dead_runs_lock_is_taken_over_and_a_live_one_refused(tmp_path):
     with pytest.raises(StoreLockedError, match="locked by run new-run"):
         _acquire_as_other(loc)
     release_lock(loc, "someone-else")  # not the owner: the lock stays
-    assert check_unlocked(loc) is not None
+    with pytest.raises(StoreLockedError, match="locked by run new-run"):
+        check_unlocked(loc)  # live: its owner (this process) runs
     release_lock(loc, "new-run")
     assert check_unlocked(loc) is None
 
