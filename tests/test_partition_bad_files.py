@@ -103,3 +103,23 @@ def test_truncated_files_are_kept_and_flagged_and_absurd_headers_rejected(tiny_c
     assert rejects["tone/zip.flac"]["message"].startswith("tone/zip.flac: ")
     assert "header declares 76.8 MB of samples (300.0 s x 16000 Hz x 8 ch)" in rejects["tone/zip.flac"]["message"]
     assert summary["rejected"] == 2 and summary["examples"] == 34
+
+
+def test_max_source_sample_rate_is_a_catalog_setting(tiny_corpus, tmp_path):
+    from pipeline.config.catalog import Audio
+    from pipeline.run.planner import fingerprinted_audio
+
+    src = tmp_path / "audio"
+    shutil.copytree(tiny_corpus, src)
+    y = np.random.default_rng(4).uniform(-0.5, 0.5, 96_000).astype(np.float32)
+    (src / "tone" / "hi.wav").write_bytes(_bytes(y, 96_000))
+    store = tmp_path / "s.zarr"
+    cat = base_catalog(src, store)
+    cat["audio"] = {**cat["audio"], "max_source_sample_rate": 48_000}
+    summary = steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    rejects = _rejects(store)
+    assert set(rejects) == {"tone/hi.wav"} and summary["examples"] == 32
+    assert "sample rate 96000 Hz > audio.max_source_sample_rate=48000" in rejects["tone/hi.wav"]["message"]
+    # at its default the key is not fingerprinted: stores written before it existed stay up to date
+    assert "max_source_sample_rate" not in fingerprinted_audio(Audio())
+    assert fingerprinted_audio(Audio(max_source_sample_rate=48_000))["max_source_sample_rate"] == 48_000

@@ -130,6 +130,9 @@ class Audio(_Model):
     or cut into consecutive examples of at most this length (``long_files: split``)."""
     long_files: Literal["reject", "split"] = "reject"
     max_channels: int = Field(8, ge=1)
+    max_source_sample_rate: int = Field(384_000, ge=8000, le=10_000_000)
+    """Files whose header declares a higher sample rate are rejected before decoding (a
+    corrupt or crafted header; 384 kHz is the highest rate audio interfaces record)."""
     min_seconds: float = Field(0.0, ge=0)
     flag_silence_dbfs: float = -90.0
     """Files whose peak is below this level are kept but flagged ``silent``."""

@@ -225,7 +225,8 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
     """
     a = ctx.audio
     if a.long_files == "split" and it.frames > a.max_seconds * it.sample_rate:
-        gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels, mono=True)
+        gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels,
+                              max_sample_rate=a.max_source_sample_rate, mono=True)
         sr_in, channels, frames = next(gen)
         segments = list(gen)
         if not segments:
@@ -233,7 +234,8 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
         n = sum(y.shape[0] for _, y in segments)
         return sr_in, channels, n, segments, n < frames
     # mono block by block: one file's memory is one channel's worth, at most audio.max_seconds
-    dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds, mono=True)
+    dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds,
+                 max_sample_rate=a.max_source_sample_rate, mono=True)
     return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)], dec.truncated
 
 

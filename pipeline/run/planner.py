@@ -80,12 +80,24 @@ def copy_length_factor(loaded: LoadedCatalog) -> float:
     return factor * 1.01
 
 
+#: ``audio`` keys added after stores were written: left out of the fingerprint at their
+#: default, so a store written before the key existed stays up to date; any other value is
+#: fingerprinted (it changes which files are admitted).
+LATER_AUDIO_KEYS = ("max_source_sample_rate",)
+
+
+def fingerprinted_audio(audio: Any) -> dict[str, Any]:
+    dumped = audio.model_dump(mode="json")
+    defaults = type(audio)().model_dump(mode="json")
+    return {k: v for k, v in dumped.items() if not (k in LATER_AUDIO_KEYS and v == defaults[k])}
+
+
 def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
     """Hash of every setting that changes computed bytes; a store only holds one."""
     c = loaded.catalog
     payload = {
         "format": FORMAT_VERSION,
-        "audio": c.audio.model_dump(mode="json"),
+        "audio": fingerprinted_audio(c.audio),
         "features": build_feature_set(c.features, c.audio.sample_rate).params(),
         "augment": c.augment.model_dump(mode="json"),
         "seed": c.seed,
@@ -282,7 +294,7 @@ def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:
         return rej("limits", "TooManyChannels", f"{h.channels} channels > audio.max_channels={c.audio.max_channels}")
     if h.sample_rate <= 0:
         return rej("probe", "HeaderError", f"invalid sample rate {h.sample_rate}")
-    limits = header_limits_problem(h, ref.size_bytes, max_channels=c.audio.max_channels)
+    limits = header_limits_problem(h, ref.size_bytes, max_channels=c.audio.max_channels, max_sample_rate=c.audio.max_source_sample_rate)
     if limits is not None:
         return rej(*limits)
     if h.duration_seconds > c.audio.max_seconds and c.audio.long_files == "reject" and not length_unknown(h.frames):
