@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from distributed import KilledWorker
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -26,8 +27,9 @@ from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
 from pipeline.report.summary import markdown_summary, reject_table_rows
-from pipeline.run import commit, planner, steps
+from pipeline.run import commit, crashes, planner, steps
 from pipeline.run.allocator import worker_malloc_environ
+from pipeline.run.crashes import Attempt
 from pipeline.run.partition import process_partition
 from pipeline.store.lock import hold_lock
 from pipeline.store.state import read_state
@@ -64,8 +66,9 @@ def _prepare_store(plan):
     commit.prepare_store(plan)
 
 
-def _partition(spec: Packed, ctx: Packed, index: int):
-    return process_partition(spec.value, ctx.value)
+def _partition(spec: Packed, ctx: Packed, index: int, attempt: Attempt | None = None):
+    attempt = attempt or Attempt()
+    return process_partition(spec.value, ctx.value, trace=attempt.trace, excluded=attempt.excluded_map())
 
 
 def report_dir(store_url: str, version: int) -> str:
@@ -88,29 +91,54 @@ discover_task = task(name="discover-sources", **TASK_OPTS)(_discover)
 probe_task = task(name="probe-headers", task_run_name="probe-headers-{index}", retries=2, retry_delay_seconds=[1, 5], **TASK_OPTS)(_probe)
 plan_task = task(name="plan-run", **TASK_OPTS)(_plan)
 prepare_store_task = task(name="prepare-store", **TASK_OPTS)(_prepare_store)
-partition_task = task(name="partition", task_run_name="partition-{index:05d}", retries=3, retry_delay_seconds=[2, 10, 30], **TASK_OPTS)(_partition)
+# retries come from the catalog (execution.retries, execution.retry_delay_seconds)
+partition_task = task(name="partition", task_run_name="partition-{index:05d}", **TASK_OPTS)(_partition)
 report_task = task(name="write-report", **TASK_OPTS)(_report)
 commit_task = task(name="commit-version", **TASK_OPTS)(_commit)
 
 
-def submit_taking_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], on_result: Callable[[Any], None]) -> int:
+def submit_taking_results(
+    submit: Callable[[Any, Attempt], PrefectFuture],
+    items: Iterable[Any],
+    on_result: Callable[[Any], None],
+    on_crash: Callable[[Any, Attempt, BaseException], Attempt] | None = None,
+) -> int:
     """Submit one task per item, and hand each result to ``on_result`` as soon as its task is
-    done, also while later items are still being submitted. Returns the number of tasks.
+    done, also while later items are still being submitted. Returns the number of items.
 
     A run of thousands of partitions spends minutes submitting; results and progress start
-    with the first. A failed task raises here, as ``PrefectFuture.result`` does.
+    with the first. A failed task raises here, as ``PrefectFuture.result`` does, except a
+    task whose workers died (``KilledWorker``): ``on_crash`` says how to submit it again
+    (pipeline.run.crashes), or raises.
     """
     done: queue.SimpleQueue = queue.SimpleQueue()
-    submitted = taken = 0
+    pending = 0
+
+    def launch(item: Any, attempt: Attempt) -> None:
+        fut = submit(item, attempt)
+        fut.add_done_callback(lambda f: done.put((item, attempt, f)))
+
+    def take(entry: tuple[Any, Attempt, PrefectFuture]) -> bool:
+        item, attempt, fut = entry
+        try:
+            result = fut.result()
+        except KilledWorker as exc:
+            if on_crash is None:
+                raise
+            launch(item, on_crash(item, attempt, exc))
+            return False
+        on_result(result)
+        return True
+
+    submitted = 0
     for item in items:
-        submit(item).add_done_callback(done.put)
+        launch(item, Attempt())
         submitted += 1
+        pending += 1
         while not done.empty():  # this loop is the queue's only consumer
-            on_result(done.get().result())
-            taken += 1
-    while taken < submitted:
-        on_result(_next_done(done).result())
-        taken += 1
+            pending -= take(done.get())
+    while pending:
+        pending -= take(_next_done(done))
     return submitted
 
 
@@ -152,7 +180,9 @@ def embedded_cluster_config() -> dict[str, Any]:
 DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
-def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None) -> dict[str, Any]:
+def local_cluster_kwargs(
+    workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None, memory_limit: str | None = None
+) -> dict[str, Any]:
     """An embedded LocalCluster of worker processes that report to this run's Prefect API,
     warm up while they start (``pipeline.run.warmup`` preload), and serve their dashboard on
     ``dashboard_address`` (default :data:`DASHBOARD_ADDRESS`)."""
@@ -170,15 +200,18 @@ def local_cluster_kwargs(workers: int | None, threads_per_worker: int = 1, dashb
         "silence_logs": logging.WARNING,
         "env": env,
         "preload": ["pipeline.run.warmup", "flows.embedded_worker"],
+        **({"memory_limit": memory_limit} if memory_limit else {}),
         "config": {k: v for k, v in embedded_cluster_config().items() if not k.startswith("distributed.nanny.")},
     }
 
 
-def task_runner(workers: int | None, scheduler: str | None, threads_per_worker: int = 1, dashboard_address: str | None = None) -> DaskTaskRunner:
+def task_runner(
+    workers: int | None, scheduler: str | None, threads_per_worker: int = 1, dashboard_address: str | None = None, memory_limit: str | None = None
+) -> DaskTaskRunner:
     """prefect-dask's runner on an existing scheduler, or on an embedded LocalCluster."""
     if scheduler:
         return DaskTaskRunner(address=scheduler)
-    kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address)
+    kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address, memory_limit)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
@@ -223,6 +256,7 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
         hooks.emit("ready", link)
         prepare_store_task(quote(plan))
         ctx = Packed(plan.ctx)
+        partition = partition_task.with_options(retries=ex.retries, retry_delay_seconds=ex.retry_delay_seconds)
         done = {"skipped": 0, "seconds": 0.0}
 
         def on_result(r: dict[str, Any]) -> None:
@@ -230,7 +264,12 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
             done["skipped" if r["skipped"] else "seconds"] += 1 if r["skipped"] else r["audio_seconds"]
             hooks.emit("partition", r)
 
-        submit_taking_results(lambda p: partition_task.submit(Packed(p), ctx, index=p.index), plan.partitions, on_result)
+        submit_taking_results(
+            lambda p, attempt: partition.submit(Packed(p), ctx, index=p.index, attempt=attempt),
+            plan.partitions,
+            on_result,
+            on_crash=lambda p, attempt, exc: crashes.next_attempt(location, p, attempt, exc),
+        )
         summary = commit_task(quote(plan), time.perf_counter() - t0)
         return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"],
                 "skipped_symlinks": getattr(refs, "skipped_symlinks", 0)}
@@ -255,7 +294,7 @@ def prepare(
     """
     loaded = load_catalog(catalog_path, store=store)
     ex = loaded.catalog.execution
-    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker, dashboard_address)
+    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker, dashboard_address, ex.worker_memory_limit)
     import dask
 
     with dask.config.set(embedded_cluster_config() if not (scheduler or ex.scheduler) else {}):

@@ -223,7 +223,7 @@ def test_partition_results_are_taken_while_later_partitions_are_still_submitted(
     def run() -> int:
         first: list = []
 
-        def submit(i):
+        def submit(i, attempt):
             if i == 3:
                 first[0].wait()  # item 0 is done before item 3 is submitted
             fut = square.submit(i)

@@ -163,6 +163,10 @@ class Execution(_Model):
     """Audio seconds per partition (one Prefect task). Minutes of audio, never one file."""
     workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
+    worker_memory_limit: str | None = Field(None, pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|[kmgt]i?b)?\s*$")
+    """Memory per worker of the embedded cluster (``"4GiB"``); Dask pauses a worker at 80% and
+    restarts it at 95%. None: Dask's default, this host's memory shared among the workers.
+    Workers of an external cluster take their own ``--memory-limit``."""
     scheduler: str | None = None
     """Address of an existing Dask scheduler (tcp://host:port); none = embedded LocalCluster."""
     retries: int = Field(2, ge=0)

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -46,6 +47,11 @@ def _fault_delay_seconds() -> float:
 
 def manifest_path(partition_id: str) -> str:
     return f"{MANIFEST_DIR}/{partition_id}.json"
+
+
+def trace_path(partition_id: str) -> str:
+    """Where a traced attempt records the file it is working on (pipeline.run.crashes)."""
+    return f"{MANIFEST_DIR}/{partition_id}.trace.json"
 
 
 def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
@@ -87,8 +93,15 @@ def _banks(bank_files: tuple, options_key: str, sample_rate: int) -> dict[str, l
     return dict(banks)
 
 
-def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
-    """Compute and write one partition; return a small summary record."""
+def process_partition(
+    spec: PartitionSpec, ctx: RunContext, *, trace: bool = False, excluded: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Compute and write one partition; return a small summary record.
+
+    ``trace`` records each file in :func:`trace_path` before its work starts, so that a
+    worker's death names the file (a retry after a crash). ``excluded`` maps example ids of
+    files that killed workers to their message: they become ``WorkerCrashed`` rejects.
+    """
     loc = StoreLocation(ctx.store_url, ctx.store_options)
     done = loc.read_json(manifest_path(spec.partition_id))
     if done is not None:
@@ -129,6 +142,11 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
     try:
         for it in spec.items:
             data = blobs.pop(it.url, None)
+            if excluded and it.example_id in excluded:
+                rejects.append(_reject(it, "crash", "WorkerCrashed", excluded[it.example_id], ctx))
+                continue
+            if trace:
+                loc.write_json(trace_path(spec.partition_id), {"example_id": it.example_id, "path": it.rel_path})
             try:
                 if isinstance(data, BaseException) or data is None:
                     raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
@@ -214,6 +232,8 @@ def process_partition(spec: PartitionSpec, ctx: RunContext) -> dict[str, Any]:
         "compute_seconds": time.perf_counter() - t0,
     }
     loc.write_json(manifest_path(spec.partition_id), manifest)
+    if trace:
+        loc.delete(trace_path(spec.partition_id))
     return _summary(manifest, skipped=False)
 
 
