@@ -52,26 +52,40 @@ def test_a_file_that_kills_workers_becomes_a_reject_and_the_run_goes_on(tiny_cor
     assert not [p for p in (store / "_partitions").iterdir() if p.name.endswith(".trace.json")]
 
 
-def test_the_crash_policy_traces_then_blames_one_file_at_a_time(tmp_path):
+def test_the_crash_policy_blames_a_file_only_when_traced_deaths_repeat_on_it(tmp_path):
     from distributed import KilledWorker
 
     from pipeline.plan.partition import PartitionSpec
-    from pipeline.run.crashes import MAX_EXCLUDED, Attempt, PartitionCrashed, next_attempt
+    from pipeline.run.crashes import BLAME_AFTER, MAX_EXCLUDED, MAX_UNNAMED_DEATHS, Attempt, PartitionCrashed, next_attempt
     from pipeline.run.partition import trace_path
 
     loc = StoreLocation(str(tmp_path / "s.zarr"))
     spec = PartitionSpec(index=7, partition_id="p7", items=(), start=0, capacity=4096, audio_seconds=0.0)
     died = KilledWorker("partition-00007", SimpleNamespace(address="tcp://10.0.0.2:4000"), 0)
-    first = next_attempt(loc, spec, Attempt(), died)
-    assert first == Attempt(trace=True)
-    with pytest.raises(PartitionCrashed, match="before any file's work began"):
-        next_attempt(loc, spec, first, died)  # traced, yet no file was started
-    attempt = first
+
+    def dies_on(attempt, example_id):
+        if example_id:
+            loc.write_json(trace_path("p7"), {"example_id": example_id, "path": f"a/{example_id}.wav"})
+        out = next_attempt(loc, spec, attempt, died)
+        assert loc.read_json(trace_path("p7")) is None  # each attempt's trace starts empty
+        return out
+
+    attempt = next_attempt(loc, spec, Attempt(), died)
+    assert attempt == Attempt(trace=True)
+    # a bystander (queued on the dying worker) names no file: retried, up to a bound
+    for k in range(MAX_UNNAMED_DEATHS - 1):
+        attempt = dies_on(attempt, None)
+        assert attempt.unnamed_deaths == k + 1 and not attempt.excluded
+    with pytest.raises(PartitionCrashed, match=f"died {MAX_UNNAMED_DEATHS} times .* before any file's work began"):
+        dies_on(attempt, None)
+    # one traced death on a file is not enough (another thread's task may have killed it)
+    attempt = dies_on(Attempt(trace=True), "innocent")
+    assert not attempt.excluded and attempt.suspects == ("innocent",)
     for k in range(MAX_EXCLUDED):
-        loc.write_json(trace_path("p7"), {"example_id": f"id{k}", "path": f"a/{k}.wav"})
-        attempt = next_attempt(loc, spec, attempt, died)
-        assert attempt.trace and list(attempt.excluded_map()) == [f"id{i}" for i in range(k + 1)]
-        assert attempt.excluded_map()[f"id{k}"].startswith(f"a/{k}.wav: crash: the worker processing this file died (KilledWorker)")
-    loc.write_json(trace_path("p7"), {"example_id": "id9", "path": "a/9.wav"})
+        for _ in range(BLAME_AFTER):
+            attempt = dies_on(attempt, f"id{k}")
+        assert list(attempt.excluded_map()) == [f"id{i}" for i in range(k + 1)]
+        assert attempt.excluded_map()[f"id{k}"].startswith(f"a/id{k}.wav: crash: the worker processing this file died (KilledWorker)")
     with pytest.raises(PartitionCrashed, match=f"workers died on {MAX_EXCLUDED + 1} of its files"):
-        next_attempt(loc, spec, attempt, died)
+        for _ in range(BLAME_AFTER):
+            attempt = dies_on(attempt, "id9")

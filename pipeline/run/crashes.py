@@ -3,8 +3,8 @@
 A worker process that dies (killed for memory, or a crash inside a decoder) takes its task
 with it; Dask retries the task elsewhere and, after ``distributed.scheduler.allowed-failures``
 deaths, gives up with ``KilledWorker``. The run then retries the partition *traced*: before
-each file's work, the worker records the file in ``_partitions/<id>.trace.json``. When the
-traced attempt dies as well, the trace names the file it was on. That file becomes a
+each file's work, the worker records the file in ``_partitions/<id>.trace.json``. When
+traced attempts die :data:`BLAME_AFTER` times on the same file, that file becomes a
 ``WorkerCrashed`` reject and the partition is retried without it: same region, same id, so
 the commit protocol does not change. After :data:`MAX_EXCLUDED` such files in one partition
 the run stops, since the cause is then the partition (its memory), not a file.
@@ -21,14 +21,23 @@ from pipeline.store.location import StoreLocation
 
 #: Files left out of one partition before the run gives up on it.
 MAX_EXCLUDED = 3
+#: Traced deaths that name the same file before it is blamed: a partition queued on a worker
+#: that another partition's file killed dies too (a bystander), and with several threads per
+#: worker a bystander's trace names an innocent file; the killer kills again, a bystander not.
+BLAME_AFTER = 2
+#: Traced deaths with no file named (a bystander, or a death while fetching) before the run gives up.
+MAX_UNNAMED_DEATHS = 4
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """How a partition is submitted: traced or not, and the files left out (id -> message)."""
+    """How a partition is submitted: traced or not, the files left out (id -> message), and
+    what earlier traced deaths said (suspect ids, deaths with no file named)."""
 
     trace: bool = False
     excluded: tuple[tuple[str, str], ...] = ()
+    suspects: tuple[str, ...] = ()
+    unnamed_deaths: int = 0
 
     def excluded_map(self) -> dict[str, str]:
         return dict(self.excluded)
@@ -44,28 +53,36 @@ def next_attempt(loc: StoreLocation, spec: PartitionSpec, attempt: Attempt, erro
     Raises
     ------
     PartitionCrashed
-        When the traced attempt died before any file (the trace is empty), or more than
-        :data:`MAX_EXCLUDED` files of the partition killed workers.
+        After :data:`MAX_UNNAMED_DEATHS` traced deaths that named no file, or when more
+        than :data:`MAX_EXCLUDED` files of the partition killed workers.
     """
     if not attempt.trace:
         return Attempt(trace=True, excluded=attempt.excluded)
     where = f"partition {spec.index} ({spec.partition_id}, {len(spec.items)} files)"
     traced = loc.read_json(trace_path(spec.partition_id))
-    if not traced or traced.get("example_id") in attempt.excluded_map():
-        raise PartitionCrashed(
-            f"{where}: its workers died ({type(error).__name__}: {error}) before any file's work began, so no file "
-            "is to blame: give workers more memory (execution.worker_memory_limit) or lower execution.partition_seconds"
-        )
+    loc.delete(trace_path(spec.partition_id))  # the next attempt's trace starts empty
+    if not traced:
+        if attempt.unnamed_deaths + 1 >= MAX_UNNAMED_DEATHS:
+            raise PartitionCrashed(
+                f"{where}: its workers died {MAX_UNNAMED_DEATHS} times ({type(error).__name__}: {error}) before any file's work "
+                "began, so no file is to blame: give workers more memory (execution.worker_memory_limit) or lower "
+                "execution.partition_seconds"
+            )
+        return Attempt(trace=True, excluded=attempt.excluded, suspects=attempt.suspects, unnamed_deaths=attempt.unnamed_deaths + 1)
+    suspect = str(traced["example_id"])
+    suspects = (*attempt.suspects, suspect)
+    if suspects.count(suspect) < BLAME_AFTER:
+        return Attempt(trace=True, excluded=attempt.excluded, suspects=suspects, unnamed_deaths=attempt.unnamed_deaths)
     if len(attempt.excluded) >= MAX_EXCLUDED:
         raise PartitionCrashed(
             f"{where}: workers died on {MAX_EXCLUDED + 1} of its files; more memory per worker "
             "(execution.worker_memory_limit), fewer threads per worker, or a lower execution.partition_seconds is needed"
         )
     message = (
-        f"{traced['path']}: crash: the worker processing this file died ({type(error).__name__}) in two attempts "
-        "(out of memory, or a crash in the decoder); left out of this run. Check the file, or give workers more memory"
+        f"{traced['path']}: crash: the worker processing this file died ({type(error).__name__}) each time, {BLAME_AFTER} "
+        "traced attempts (out of memory, or a crash in the decoder); left out of this run. Check the file, or give workers more memory"
     )
-    return Attempt(trace=True, excluded=(*attempt.excluded, (traced["example_id"], message)))
+    return Attempt(trace=True, excluded=(*attempt.excluded, (suspect, message)), unnamed_deaths=attempt.unnamed_deaths)
 
 
-__all__ = ["MAX_EXCLUDED", "Attempt", "PartitionCrashed", "next_attempt"]
+__all__ = ["BLAME_AFTER", "MAX_EXCLUDED", "MAX_UNNAMED_DEATHS", "Attempt", "PartitionCrashed", "next_attempt"]
