@@ -23,6 +23,7 @@ from pipeline.augment import AugmentConfig
 from pipeline.config.interpolate import interpolate_env, redact
 from pipeline.errors import CatalogError, Problem
 from pipeline.features import FeaturesConfig
+from pipeline.io.av_reader import AV_EXTENSIONS
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -33,6 +34,8 @@ AUDIO_EXTENSIONS = (
     "au", "snd", "caf", "sd2", "voc", "paf", "pvf", "xi", "htk", "sds", "avr", "sph", "nist", "sf", "ircam",
     "svx", "8svx", "iff", "wve",
 )
+#: what PyAV (FFmpeg) reads besides: AAC/ALAC in MP4 (m4a), ADTS AAC, WebM/Matroska, WMA, video tracks
+AUDIO_EXTENSIONS += AV_EXTENSIONS
 DEFAULT_PATTERN = "**/*.{" + ",".join(AUDIO_EXTENSIONS) + "}"
 
 #: YAML limits checked on the event stream, before anything is built (an alias bomb expands

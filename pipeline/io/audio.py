@@ -1,4 +1,5 @@
-"""Audio decoding (libsndfile via soundfile), downmix, soxr resampling, fixed-length clipping.
+"""Audio decoding (libsndfile via soundfile; PyAV for the containers libsndfile cannot
+open), downmix, soxr resampling, fixed-length clipping.
 
 Decoding reads the content, not the extension: a FLAC named ``.wav`` decodes as FLAC.
 Header limits are checked before any sample is decoded (:func:`check_header`), and samples
@@ -17,6 +18,7 @@ import soundfile as sf
 import soxr
 
 from pipeline.errors import AudioDecodeError
+from pipeline.io.av_reader import open_audio
 
 MAX_SOURCE_SAMPLE_RATE = 384_000
 """Highest source sample rate decoded (the catalog key this stands for: ``audio.max_source_sample_rate``)."""
@@ -169,6 +171,8 @@ class Decoded:
     channels: int
     frames: int
     truncated: bool = False
+    decoder: str = "soundfile"
+    """``soundfile`` (libsndfile) or ``pyav`` (FFmpeg)."""
 
 
 def _read_blocks(f: sf.SoundFile, limit: int, *, mono: bool, block: int = DECODE_BLOCK_FRAMES):
@@ -230,6 +234,7 @@ def decode(
     if len(data) == 0:
         raise AudioDecodeError(path, "read", "zero-byte file; remove it or re-export it")
     f, sr, ch, frames = _open_checked(path, data, max_seconds=max_seconds, max_channels=max_channels, max_sample_rate=max_sample_rate)
+    decoder = f.decoder
     with f:
         unknown = length_unknown(frames)
         cap = int(np.floor(max_seconds * sr))
@@ -255,12 +260,14 @@ def decode(
     declared = wav_declared_frames(data)
     # an unknown-length stream ends with a failed seek (code 39) after its last short read
     ended_cleanly = failed is None or (unknown and getattr(failed, "code", None) == 39)
-    truncated = (not ended_cleanly) or (not unknown and n < frames) or (declared is not None and n < declared)
+    # a PyAV length is an upper-bound estimate: only a failed decode means truncated
+    short = not unknown and n < frames and getattr(f, "exact_length", True)
+    truncated = (not ended_cleanly) or short or (declared is not None and n < declared)
     if not np.isfinite(y).all():
         raise AudioDecodeError(path, "samples", "NaN or Inf samples; the file is corrupt")
     if n < min_seconds * sr:
         raise AudioDecodeError(path, "limits", f"{n / sr:.3f} s < audio.min_seconds={min_seconds:g}")
-    return Decoded(y=y, sample_rate=sr, channels=ch, frames=n, truncated=truncated)
+    return Decoded(y=y, sample_rate=sr, channels=ch, frames=n, truncated=truncated, decoder=decoder)
 
 
 def decode_segments(
@@ -270,11 +277,11 @@ def decode_segments(
     column with ``mono=True``, averaged block by block).
 
     Memory stays bounded by one segment whatever the header claims. The first item is the
-    header as ``(sample_rate, channels, frames)``.
+    header as ``(sample_rate, channels, frames, decoder)``.
     """
     f, sr, ch, frames = _open_checked(path, data, max_seconds=None, max_channels=max_channels, max_sample_rate=max_sample_rate)
     with f:
-        yield sr, ch, frames
+        yield sr, ch, frames, f.decoder
         block = max(1, int(segment_seconds * sr))
         start = 0
         for y, _err in _read_blocks(f, frames, mono=mono, block=block):
@@ -340,10 +347,11 @@ def peak_dbfs(y: np.ndarray) -> float:
 
 
 def _open_checked(path: str, data: bytes, *, max_seconds: float | None, max_channels: int, max_sample_rate: int):
-    """Open ``data`` with libsndfile and apply :func:`check_header` before any sample is
-    decoded. Returns the open file and its ``(sample_rate, channels, frames)``."""
+    """Open ``data`` (libsndfile, else PyAV: :func:`pipeline.io.av_reader.open_audio`) and
+    apply :func:`check_header` before any sample is decoded. Returns the open file and its
+    ``(sample_rate, channels, frames)``; the file's ``decoder`` names the decoder."""
     try:
-        f = sf.SoundFile(io.BytesIO(data))
+        f = open_audio(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise AudioDecodeError(path, "header", unreadable_message(exc)) from None
     sr, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import regex
-import soundfile as sf
 
 from pipeline.config.catalog import AUDIO_EXTENSIONS, SPLIT_NAMES, Source
 from pipeline.errors import SourceError
 from pipeline.io.audio import describe_open_error
+from pipeline.io.av_reader import open_audio
 from pipeline.io.fs import content_key, filesystem, forget_listings, glob_to_regex, is_remote, join, local_path
 
 PROBE_BLOCK_BYTES = 1 << 16
@@ -363,7 +363,7 @@ def probe_headers(refs: Iterable[FileRef], storage_options: dict[str, dict[str, 
                 # lookup per file (fsspec's URL parsing was a third of the probe)
                 # as bytes: soundfile encodes a str path strictly, which fails on undecodable names
                 source = contextlib.nullcontext(os.fsencode(local_path(ref.url)))
-            with source as f, sf.SoundFile(f) as info:
+            with source as f, open_audio(f) as info:
                 out.append(Header(ref.example_id, int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype))
         except Exception as exc:  # noqa: BLE001 - recorded as a reject, the run goes on
             out.append(Header(ref.example_id, 0, 0, 0, "", "", error=describe_open_error(exc)[:300], error_class=type(exc).__name__))

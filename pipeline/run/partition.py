@@ -150,7 +150,7 @@ def process_partition(
             try:
                 if isinstance(data, BaseException) or data is None:
                     raise AudioDecodeError(it.rel_path, "read", f"cannot read the file ({type(data).__name__}: {str(data)[:200]})")
-                sr_in, channels, frames, segments, truncated = _decode_segments(data, it, ctx)
+                sr_in, channels, frames, segments, truncated, decoder = _decode_segments(data, it, ctx)
                 del data
                 out_rows = []
                 for k, (start_frame, y_native) in enumerate(segments):
@@ -204,6 +204,7 @@ def process_partition(
                         "content_key": it.content_key,
                         "sample_rate_original": sr_in,
                         "channels": channels,
+                        "decoder": decoder,
                         "offset": spec.start + cursor,
                     }
                 )
@@ -238,7 +239,7 @@ def process_partition(
 
 
 def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
-    """``(sample_rate, channels, frames, [(start_frame, y (n, ch)), ...], truncated)`` of one file.
+    """``(sample_rate, channels, frames, [(start_frame, y (n, ch)), ...], truncated, decoder)`` of one file.
 
     A file longer than ``audio.max_seconds`` becomes several segments when
     ``audio.long_files`` is ``split``; each is decoded on its own, so memory stays bounded.
@@ -247,16 +248,16 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
     if a.long_files == "split" and it.frames > a.max_seconds * it.sample_rate:
         gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels,
                               max_sample_rate=a.max_source_sample_rate, mono=True)
-        sr_in, channels, frames = next(gen)
+        sr_in, channels, frames, decoder = next(gen)
         segments = list(gen)
         if not segments:
             raise AudioDecodeError(it.rel_path, "decode", "no samples (header only or truncated before the first frame)")
         n = sum(y.shape[0] for _, y in segments)
-        return sr_in, channels, n, segments, n < frames
+        return sr_in, channels, n, segments, n < frames, decoder
     # mono block by block: one file's memory is one channel's worth, at most audio.max_seconds
     dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds,
                  max_sample_rate=a.max_source_sample_rate, mono=True)
-    return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)], dec.truncated
+    return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)], dec.truncated, dec.decoder
 
 
 def _featurize(

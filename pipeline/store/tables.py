@@ -37,6 +37,7 @@ EXAMPLE_COLUMNS: dict[str, Any] = {
     "start_seconds": "float64",
     "sample_rate_original": "int32",
     "channels": "int16",
+    "decoder": str,
     "n_samples": "int64",
     "offset": "int64",
     "length": "int64",
