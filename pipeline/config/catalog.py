@@ -71,6 +71,56 @@ class FieldRule(_Model):
         return self
 
 
+TEXT_NORMALIZERS = ("nfkc", "lower", "strip_punct")
+
+
+class TextRule(_Model):
+    """Where each file's transcript comes from (docs/catalog.md, "Transcripts and tags")."""
+
+    from_: Literal["manifest", "sidecar", "transcript_file"] = Field(alias="from")
+    column: str = "text"
+    """``manifest``: the manifest column holding the transcript."""
+    suffix: str | None = None
+    """``sidecar``: the file beside each audio file, same name, this suffix (``.txt``, ``.lab``)."""
+    pattern: str | None = None
+    """``transcript_file``: file name glob of the transcript files in each audio folder
+    (``*.trans.txt``), one line per file of that folder."""
+    format: Literal["<id> <text>", "<id>\t<text>"] = "<id> <text>"
+    """``transcript_file``: each line is the audio file's name without extension, a space
+    (or a tab), and its transcript."""
+    normalize: tuple[Literal["nfkc", "lower", "strip_punct"], ...] = ()
+    """Applied in this order; recorded in the store with the catalog."""
+    required: bool = True
+    """A file without a transcript becomes a reject (``MissingTranscript``); else it keeps ``""``."""
+    min_chars_per_second: float = Field(1.0, ge=0)
+    max_chars_per_second: float = Field(30.0, gt=0)
+    """Examples outside this transcript rate are flagged ``text_rate`` (a transcript that does
+    not belong to its audio, or a truncated file)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TextRule:
+        if self.from_ == "sidecar" and not self.suffix:
+            raise ValueError("from: sidecar needs `suffix` (e.g. .txt or .lab)")
+        if self.from_ == "transcript_file" and not self.pattern:
+            raise ValueError('from: transcript_file needs `pattern` (e.g. "*.trans.txt")')
+        if self.from_ != "sidecar" and self.suffix is not None:
+            raise ValueError("`suffix` is only used with from: sidecar")
+        if self.from_ != "transcript_file" and self.pattern is not None:
+            raise ValueError("`pattern` is only used with from: transcript_file")
+        if self.min_chars_per_second >= self.max_chars_per_second:
+            raise ValueError("min_chars_per_second must be below max_chars_per_second")
+        return self
+
+
+class TagsRule(_Model):
+    """Multi-label tags of each file, from a manifest column holding a list."""
+
+    from_: Literal["manifest"] = Field(alias="from")
+    column: str = "tags"
+    separator: str = Field(";", min_length=1)
+    """Between tags in the column (``dog;bark``); a JSON list (``["dog", "bark"]``) is read as such."""
+
+
 class Source(_Model):
     """One place audio comes from."""
 
@@ -79,6 +129,10 @@ class Source(_Model):
     pattern: str = DEFAULT_PATTERN
     label: FieldRule = FieldRule(**{"from": "parent_dir"})
     group: FieldRule = FieldRule(**{"from": "none"})
+    text: TextRule | None = None
+    """Transcripts (speech recognition): none by default."""
+    tags: TagsRule | None = None
+    """Multi-label tags (sound events): none by default."""
     manifest: str | None = None
     """CSV or JSONL with a ``path`` column (relative to ``url``) and any of label, group, split."""
     role: Literal["examples", "noise", "impulse_response"] = "examples"
@@ -93,8 +147,9 @@ class Source(_Model):
 
     @model_validator(mode="after")
     def _manifest_rules(self) -> Source:
-        for which, rule in (("label", self.label), ("group", self.group)):
-            if rule.from_ == "manifest" and not self.manifest:
+        rules = [("label", self.label), ("group", self.group), ("text", self.text), ("tags", self.tags)]
+        for which, rule in rules:
+            if rule is not None and rule.from_ == "manifest" and not self.manifest:
                 raise ValueError(f"{which}: from: manifest needs `manifest:` set on this source")
         if self.label.from_ == "regex" and "label" not in regex.compile(self.label.pattern or "").groupindex:
             raise ValueError("label.pattern needs a named group (?P<label>...)")

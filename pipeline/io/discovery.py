@@ -25,6 +25,7 @@ from pipeline.errors import SourceError
 from pipeline.io.audio import describe_open_error
 from pipeline.io.av_reader import open_audio
 from pipeline.io.fs import content_key, filesystem, forget_listings, glob_to_regex, is_remote, join, local_path
+from pipeline.io.transcripts import normalize_text, parse_tags, text_files_needed, transcripts
 
 PROBE_BLOCK_BYTES = 1 << 16
 """Read size for header probing of remote files."""
@@ -45,6 +46,12 @@ class FileRef:
     group: str = ""
     split: str = ""
     """A split forced by the manifest, or empty."""
+    text: str = ""
+    """The transcript, normalized as ``sources[].text.normalize`` says ("" without one)."""
+    tags: str = ""
+    """Multi-label tags as a JSON list ("" without ``sources[].tags``)."""
+    text_missing: str = ""
+    """Why a required transcript is missing (the file becomes a ``MissingTranscript`` reject)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,8 @@ class SourceListing(list):
     """Files with no manifest row (no manifest label, group or split)."""
     manifest_rows_without_file: int = 0
     """Manifest rows naming no listed file."""
+    missing_text: int = 0
+    """Files without a transcript where ``sources[].text`` asks for one."""
 
     def __init__(self, refs: Iterable[FileRef] = ()):
         super().__init__(refs)
@@ -217,8 +226,11 @@ def list_source(source: Source, *, index: int | None = None) -> SourceListing:
     manifest = read_manifest(source, index=index) if source.manifest else {}
     label_rx = regex.compile(source.label.pattern) if source.label.from_ == "regex" and source.label.pattern else None
     group_rx = regex.compile(source.group.pattern) if source.group.from_ == "regex" and source.group.pattern else None
+    texts = _read_transcripts(source, fs, root_norm, [r.rel_path for r in refs], [rel for _, rel, _ in entries], key) if source.text else {}
     for r in refs:
         ref, misses = _label_and_group(r, source, manifest, label_rx, group_rx, key)
+        ref = _text_and_tags(ref, source, manifest, texts, key)
+        listing.missing_text += bool(ref.text_missing)
         listing.append(ref)
         listing.unmatched_label += "label" in misses
         listing.unmatched_group += "group" in misses
@@ -227,6 +239,50 @@ def list_source(source: Source, *, index: int | None = None) -> SourceListing:
         listed = {posixpath.normpath(r.rel_path) for r in refs}
         listing.manifest_rows_without_file = sum(1 for p in manifest if p not in listed)
     return listing
+
+
+def _read_transcripts(source: Source, fs, root: str, audio_rels: list[str], listed: list[str], key: str) -> dict[str, str]:
+    """Raw transcript of each audio file from sidecar or per-folder transcript files."""
+    rule = source.text
+    if rule is None or rule.from_ == "manifest":
+        return {}
+    need = text_files_needed(rule, audio_rels, listed)
+    paths = {rel: join(root, rel) for rel in need}
+    try:
+        got = fs.cat(list(paths.values())) if paths else {}
+    except Exception as exc:  # noqa: BLE001 - any backend failure becomes a clear message
+        raise SourceError(f"{key}.text: cannot read the transcript files of {source.url}: {type(exc).__name__}: {exc}"[:400]) from None
+    if isinstance(got, bytes):  # fsspec returns the bytes themselves for a single path
+        got = {next(iter(paths.values())): got}
+    texts = {rel: got.get(p) for rel, p in paths.items()}
+    missing = [rel for rel, v in texts.items() if v is None]
+    if missing:
+        raise SourceError(f"{key}.text: could not read {', '.join(missing[:5])}")
+    return transcripts(rule, audio_rels, texts, need, f"{key}.text")
+
+
+def _text_and_tags(ref: FileRef, source: Source, manifest: dict[str, dict[str, str]], texts: dict[str, str], key: str) -> FileRef:
+    row = manifest.get(posixpath.normpath(ref.rel_path)) or {}
+    text, missing, tags = "", "", ""
+    rule = source.text
+    if rule is not None:
+        raw = row.get(rule.column) if rule.from_ == "manifest" else texts.get(ref.rel_path)
+        if raw is not None and raw.strip():
+            text = normalize_text(raw, rule.normalize)
+        elif rule.required:
+            where = {
+                "manifest": f"an empty or absent `{rule.column}` in the manifest",
+                "sidecar": f"no {posixpath.splitext(ref.rel_path)[0]}{rule.suffix} beside it",
+                "transcript_file": f"no line for {posixpath.splitext(posixpath.basename(ref.rel_path))[0]!r} in a {rule.pattern} file of its folder",
+            }[rule.from_]
+            missing = f"no transcript ({where}); add one, or set {key}.text.required: false"
+    if source.tags is not None:
+        try:
+            found = parse_tags(row.get(source.tags.column, ""), source.tags.separator)
+        except ValueError as exc:
+            raise SourceError(f"{key}.tags: manifest row of {ref.rel_path}: {exc}") from None
+        tags = json.dumps(found, ensure_ascii=False)
+    return replace(ref, text=text, tags=tags, text_missing=missing)
 
 
 def read_manifest(source: Source, *, index: int | None = None) -> dict[str, dict[str, str]]:

@@ -284,6 +284,8 @@ def _header_problem(ref: FileRef, h: Header | None, c) -> dict[str, Any] | None:
         return {"id": ref.example_id, "source": ref.source, "path": ref.rel_path, "content_key": ref.content_key,
                 "stage": stage, "error_class": cls, "message": f"{ref.rel_path}: {msg}"[:500]}
 
+    if ref.text_missing:
+        return rej("labels", "MissingTranscript", ref.text_missing)
     if h is None:
         return rej("probe", "MissingHeader", "header was not probed")
     if h.error:
