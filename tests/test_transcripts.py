@@ -95,3 +95,31 @@ def test_sidecars_on_object_storage(s3_endpoint):  # noqa: F811
     src = Source(name="s", url=f"s3://{BUCKET}/side", pattern="**/*.flac", label={"from": "none"},
                  storage_options=resolved_options(s3_endpoint), text={"from": "sidecar", "suffix": ".txt"})
     assert [(r.rel_path, r.text) for r in list_source(src)] == [("d/a.flac", "first"), ("d/b.flac", "second")]
+
+
+def test_a_run_rejects_missing_transcripts_and_flags_implausible_rates(tmp_path):
+    from pipeline.config.catalog import load_catalog
+    from pipeline.run import steps
+    from pipeline.store.location import StoreLocation
+    from pipeline.store.state import read_state
+    from tests.conftest import base_catalog, write_catalog
+
+    root = tmp_path / "audio" / "cls"
+    root.mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    for k in range(4):
+        sf.write(root / f"spk0{k}_a.wav", (0.2 * np.sin(2 * np.pi * (200 + 50 * k) * t)).astype(np.float32), 16000)
+    (root / "spk00_a.txt").write_text("ok then")  # 7 chars in 1 s
+    (root / "spk01_a.txt").write_text("x" * 200)  # 200 chars per second: not this audio's
+    (root / "spk02_a.txt").write_text("fine as well")
+    cat = base_catalog(tmp_path / "audio", tmp_path / "s.zarr", splits={"train": 1.0, "val": 0.0, "test": 0.0})
+    cat["sources"][0].update({"pattern": "**/*.wav", "text": {"from": "sidecar", "suffix": ".txt"}})
+    summary = steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    state = read_state(StoreLocation(str(tmp_path / "s.zarr")))
+    rows = {r["path"]: r for r in state.table}
+    assert set(rows) == {"cls/spk00_a.wav", "cls/spk01_a.wav", "cls/spk02_a.wav"} and summary["rejected"] == 1
+    assert rows["cls/spk01_a.wav"]["flags"] == "text_rate" and rows["cls/spk00_a.wav"]["flags"] == ""
+    (rej,) = state.rejects
+    assert (rej["path"], rej["stage"], rej["error_class"]) == ("cls/spk03_a.wav", "labels", "MissingTranscript")
+    assert "no cls/spk03_a.txt beside it" in rej["message"]
+    assert state.meta["text_vocab"] == sorted(set("ok then" + "x" + "fine as well"))

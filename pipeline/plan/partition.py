@@ -33,6 +33,10 @@ class WorkItem:
     frames: int
     sample_rate: int
     channels: int
+    text: str = ""
+    """The transcript (normalized), "" without one."""
+    tags: str = ""
+    """Multi-label tags, a JSON list ("" without)."""
 
     @property
     def duration_seconds(self) -> float:

@@ -21,6 +21,7 @@ from pipeline import __version__
 from pipeline.errors import AudioprepError
 from pipeline.features import build_feature_set
 from pipeline.features.normalize import RunningStats
+from pipeline.run.labels import add_flag, tag_vocab, text_rate_implausible, text_vocab
 from pipeline.run.partition import manifest_path
 from pipeline.run.planner import RunPlan
 from pipeline.store.layout import FORMAT_VERSION, ensure_feature_arrays
@@ -125,6 +126,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         rejects = [r for r in prev.rejects if r["id"] in plan.kept_reject_ids]
     rejects += [{**r, "path_bytes": path_bytes_text(r["path"]), "version_added": version} for r in plan.probe_rejects]
 
+    text_rules = {s.name: s.text for s in c.sources if s.text is not None}
     stats: dict[str, RunningStats] = {}
     if prev and prev.meta.get("norm_stats"):
         stats = {k: RunningStats.from_dict(v) for k, v in prev.meta["norm_stats"].items()}
@@ -134,6 +136,9 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         processed_seconds += float(m["audio_seconds"])
         summaries = m.get("summaries") or []
         for j, r in enumerate(m["rows"]):
+            rule = text_rules.get(r["source"])
+            if rule is not None and text_rate_implausible(r.get("text", ""), r["duration_seconds"], rule):
+                r = {**r, "flags": add_flag(r["flags"], "text_rate")}
             status = "flagged" if r["flags"] else "ok"
             augment = json.dumps(r["augment"], sort_keys=True)
             name = path_bytes_text(r["path"])
@@ -148,6 +153,8 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
     labels = sorted({r["label"] for r in rows if r["status"] in ACTIVE})
+    active = [r for r in rows if r["status"] in ACTIVE]
+    vocab = {"text_vocab": text_vocab(r for r in active if r["split"] == "train"), "tag_vocab": tag_vocab(active)}
     write_table(group, table_path(version, "examples"), to_columns(rows, EXAMPLE_COLUMNS), "example", {"labels": labels})
     write_table(group, table_path(version, "rejects"), to_columns(rejects, REJECT_COLUMNS), "reject")
     if sum_cols:
@@ -182,6 +189,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
             "package_versions": record["package_versions"],
             "allocated": plan.allocated,
             "labels": labels,
+            **vocab,
             "norm_stats": {k: v.to_dict() for k, v in stats.items()},
             "versions": [*meta.get("versions", []), record],
             "current_version": version,  # switched last: the version becomes visible here

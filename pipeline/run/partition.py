@@ -199,6 +199,8 @@ def process_partition(
                         "source": it.source,
                         "path": it.rel_path,
                         "label": it.label,
+                        "text": it.text,
+                        "tags": it.tags,
                         "group": it.group,
                         "split": it.split,
                         "content_key": it.content_key,

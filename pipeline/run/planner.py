@@ -223,7 +223,8 @@ def build_plan(
         split = splits[r.example_id]
         copies = chain.copies if split in chain.splits else 0
         frames = planned_frames(h.frames, h.sample_rate, c.audio.max_seconds)  # a stream of unknown length: decoded up to max_seconds
-        items.append(WorkItem(r.example_id, r.source, r.rel_path, r.url, r.content_key, r.label, r.group, split, copies, frames, h.sample_rate, h.channels))
+        items.append(WorkItem(r.example_id, r.source, r.rel_path, r.url, r.content_key, r.label, r.group, split, copies, frames,
+                              h.sample_rate, h.channels, text=r.text, tags=r.tags))
 
     start = prev.allocated if prev else 0
     parts = plan_partitions(

@@ -28,6 +28,8 @@ EXAMPLE_COLUMNS: dict[str, Any] = {
     "path": str,
     "path_bytes": str,
     "label": str,
+    "text": str,
+    "tags": str,
     "group": str,
     "split": str,
     "status": str,
