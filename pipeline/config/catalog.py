@@ -182,6 +182,13 @@ class Clip(_Model):
 class Audio(_Model):
     sample_rate: int = Field(16000, ge=1000, le=384000)
     mono: bool = True
+    """Mix every file to one channel. ``false`` keeps channels: ``channels`` if set, else the
+    first ``max_channels``; features get a channel axis (docs/store-format.md)."""
+    channels: tuple[int, ...] | None = None
+    """With ``mono: false``: the channel indices to keep, in this order (``[0, 2]``)."""
+    pad_channels: Literal["repeat", "zero", "reject"] = "repeat"
+    """With ``mono: false``: a file with fewer channels than kept repeats its channels
+    cyclically, is padded with silent channels, or is rejected (``TooFewChannels``)."""
     clip: Clip = Clip()
     max_seconds: float = Field(600.0, gt=0)
     """Longest example. Longer files (known from the header, before decoding) are rejected,
@@ -195,6 +202,24 @@ class Audio(_Model):
     flag_silence_dbfs: float = -90.0
     """Files whose peak is below this level are kept but flagged ``silent``."""
 
+
+    @model_validator(mode="after")
+    def _channels(self) -> Audio:
+        if self.channels is not None:
+            if self.mono:
+                raise ValueError("`channels` selects channels to keep: it needs mono: false")
+            if not self.channels or len(set(self.channels)) != len(self.channels) or min(self.channels) < 0:
+                raise ValueError("`channels` lists distinct channel indices from 0, e.g. [0, 1]")
+            if len(self.channels) > self.max_channels:
+                raise ValueError(f"`channels` keeps {len(self.channels)} channels > max_channels={self.max_channels}")
+        return self
+
+    @property
+    def kept_channels(self) -> int:
+        """Channels of every stored example: 0 when mixed to mono (no channel axis)."""
+        if self.mono:
+            return 0
+        return len(self.channels) if self.channels is not None else self.max_channels
 
 class Splits(_Model):
     train: float = Field(0.8, ge=0, le=1)

@@ -109,6 +109,21 @@ class FeatureSet:
             out[spec.name] = x.copy() if _scratch.owns(x) else x
         return out
 
+    def compute_channels(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Every feature of each channel of one clip.
+
+        Parameters
+        ----------
+        y : np.ndarray [shape=(n_samples, n_channels)]
+
+        Returns
+        -------
+        dict[str, np.ndarray [shape=(n_frames, n_channels, *frame_shape), dtype=float32]]
+            ``feat[:, c]`` equals :meth:`compute` of channel ``c`` (librosa's, transposed).
+        """
+        per = [self.compute(np.ascontiguousarray(y[:, c])) for c in range(y.shape[1])]
+        return {name: np.stack([p[name] for p in per], axis=1) for name in per[0]}
+
     def normalize(
         self, feats: dict[str, np.ndarray], stats: dict[str, RunningStats] | None = None
     ) -> dict[str, np.ndarray]:

@@ -49,6 +49,10 @@ class ImplausibleHeader(AudioDecodeError):
     """The header declares far more audio than the file's bytes can hold."""
 
 
+class TooFewChannels(AudioDecodeError):
+    """Fewer channels than ``audio.channels`` keeps, with ``audio.pad_channels: reject``."""
+
+
 class TooLong(AudioDecodeError):
     """Longer than ``audio.max_seconds`` (declared, or found while decoding)."""
 
@@ -293,6 +297,31 @@ def decode_segments(
             start += y.shape[0]
 
 
+def select_channels(y: np.ndarray, path: str, *, channels: tuple[int, ...] | None, kept: int, pad: str) -> np.ndarray:
+    """The ``kept`` channels of ``y`` (n, file_channels) that ``audio.channels`` names (all,
+    in order, when None), as ``(n, kept)`` float32.
+
+    A file with too few channels repeats its channels cyclically (``pad="repeat"``), gets
+    silent ones (``"zero"``), or raises :class:`AudioDecodeError` (``"reject"``).
+    """
+    have = y.shape[1]
+    want = list(channels) if channels is not None else list(range(kept))
+    if max(want) < have:
+        return np.ascontiguousarray(y[:, want], dtype=np.float32)
+    if pad == "reject":
+        raise TooFewChannels(
+            path, "limits", f"{have} channel(s), but audio.channels keeps {want} (audio.pad_channels: reject); "
+            "choose other channels, or pad with `repeat` or `zero`"
+        )
+    out = np.zeros((y.shape[0], len(want)), np.float32)
+    for k, c in enumerate(want):
+        if c < have:
+            out[:, k] = y[:, c]
+        elif pad == "repeat":
+            out[:, k] = y[:, c % have]
+    return out
+
+
 def to_mono(y: np.ndarray) -> np.ndarray:
     """(n, channels) -> (n,) by averaging channels, as ``librosa.to_mono`` does."""
     if y.ndim == 1:
@@ -325,7 +354,7 @@ def fix_length(y: np.ndarray, n_samples: int, crop: str, rng: np.random.Generato
     if n == n_samples:
         return y
     if n < n_samples:
-        return np.pad(y, (0, n_samples - n))
+        return np.pad(y, [(0, n_samples - n)] + [(0, 0)] * (y.ndim - 1))
     excess = n - n_samples
     if crop == "start":
         start = 0

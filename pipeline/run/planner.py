@@ -83,7 +83,7 @@ def copy_length_factor(loaded: LoadedCatalog) -> float:
 #: ``audio`` keys added after stores were written: left out of the fingerprint at their
 #: default, so a store written before the key existed stays up to date; any other value is
 #: fingerprinted (it changes which files are admitted).
-LATER_AUDIO_KEYS = ("max_source_sample_rate",)
+LATER_AUDIO_KEYS = ("max_source_sample_rate", "channels", "pad_channels")
 
 
 def fingerprinted_audio(audio: Any) -> dict[str, Any]:
@@ -147,14 +147,15 @@ def settings_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]
 def make_run_layout(loaded: LoadedCatalog) -> Layout:
     c = loaded.catalog
     fset = build_feature_set(c.features, c.audio.sample_rate)
-    shapes = {k: tuple(v) for k, v in fset.frame_shapes().items()}
+    channels = c.audio.kept_channels
+    shapes = {k: ((channels, *v) if channels else tuple(v)) for k, v in fset.frame_shapes().items()}
     if c.audio.clip.mode == "fixed":
         n = int(round(c.audio.clip.seconds * c.audio.sample_rate))
         frames = fset.n_frames(n)
         nominal = max(1, int(c.execution.partition_seconds / c.audio.clip.seconds))
-        return make_layout(shapes, dense_frames=frames, nominal_partition_len=nominal, dtype=c.output.dtype)
+        return make_layout(shapes, dense_frames=frames, nominal_partition_len=nominal, dtype=c.output.dtype, channels=channels)
     nominal = int(c.execution.partition_seconds * c.audio.sample_rate / fset.hop_length)
-    return make_layout(shapes, dense_frames=0, nominal_partition_len=nominal, dtype=c.output.dtype)
+    return make_layout(shapes, dense_frames=0, nominal_partition_len=nominal, dtype=c.output.dtype, channels=channels)
 
 
 def build_plan(

@@ -38,13 +38,18 @@ class Layout:
     """Shard length along axis 0: the unit of writing, a multiple of ``chunk``."""
     dtype: str = "float32"
     """Storage dtype of the feature arrays (``output.dtype``): ``float32`` or ``float16``."""
+    channels: int = 0
+    """Channels kept per example (``audio.mono: false``): the first trailing axis of every
+    feature shape; 0 when mixed to mono (no channel axis)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["feature_shapes"] = {k: list(v) for k, v in self.feature_shapes.items()}
-        # float32 is left out so stores written before output.dtype keep their fingerprint
+        # defaults are left out so stores written before output.dtype / channels keep their fingerprint
         if self.dtype == "float32":
             del d["dtype"]
+        if not self.channels:
+            del d["channels"]
         return d
 
     @classmethod
@@ -56,6 +61,7 @@ class Layout:
             chunk=int(d["chunk"]),
             shard=int(d["shard"]),
             dtype=str(d.get("dtype", "float32")),
+            channels=int(d.get("channels", 0)),
         )
 
     def align(self, n: int) -> int:
@@ -64,7 +70,7 @@ class Layout:
 
 
 def make_layout(
-    feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int, nominal_partition_len: int, dtype: str = "float32"
+    feature_shapes: dict[str, tuple[int, ...]], *, dense_frames: int, nominal_partition_len: int, dtype: str = "float32", channels: int = 0
 ) -> Layout:
     """Choose chunk and shard sizes.
 
@@ -75,6 +81,7 @@ def make_layout(
     nominal_partition_len : frames (ragged) or rows (dense) a typical partition writes;
         a shard is sized to about that, so partitions own one or a few shards.
     dtype : storage dtype of the feature arrays, ``float32`` or ``float16``.
+    channels : channels kept per example (already the first axis of each shape), or 0.
     """
     # sized for 4-byte values whatever ``dtype``: float32 layouts stay as they were, and a
     # float16 layout keeps the same frames per chunk (half the bytes)
@@ -91,6 +98,7 @@ def make_layout(
         chunk=chunk,
         shard=chunk * per_shard,
         dtype=dtype,
+        channels=channels,
     )
 
 
@@ -100,8 +108,10 @@ def feature_array_shape(layout: Layout, name: str, length: int) -> tuple[int, ..
 
 
 def feature_dims(layout: Layout, name: str) -> tuple[str, ...]:
-    tail = layout.feature_shapes[name]
+    tail = layout.feature_shapes[name][1:] if layout.channels else layout.feature_shapes[name]
     extra = tuple(f"{name}_bin" if i == 0 else f"{name}_bin{i}" for i in range(len(tail)))
+    if layout.channels:
+        extra = ("channel", *extra)
     return ("row", "frame", *extra) if layout.mode == "dense" else ("frame", *extra)
 
 
