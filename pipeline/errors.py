@@ -62,3 +62,12 @@ class LockLostError(StoreLockedError):
 
 class SourceError(AudioprepError):
     """A source cannot be listed or read (missing path, no permission, empty match)."""
+
+
+class QualityRejected(AudioDecodeError):
+    """The catalog's ``quality.reject_if`` rule is true for an example: it goes to the rejects table."""
+
+
+class DuplicateError(AudioprepError):
+    """Duplicate clusters that the catalog forbids (``duplicates.policy: error``) or that cannot
+    be placed in one split (members forced into different splits). Lists the clusters."""

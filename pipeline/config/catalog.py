@@ -24,6 +24,7 @@ from pipeline.config.interpolate import interpolate_env, redact
 from pipeline.errors import CatalogError, Problem
 from pipeline.features import FeaturesConfig
 from pipeline.io.av_reader import AV_EXTENSIONS
+from pipeline.quality.config import DuplicatesConfig, QualityConfig
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -274,6 +275,8 @@ class Catalog(_Model):
     augment: AugmentConfig = AugmentConfig()
     splits: Splits = Splits()
     execution: Execution = Execution()
+    quality: QualityConfig = QualityConfig()
+    duplicates: DuplicatesConfig = DuplicatesConfig()
 
     @field_validator("sources")
     @classmethod
@@ -390,7 +393,8 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
 
 def _doc_page(loc: tuple[Any, ...]) -> str:
     first = loc[0] if loc else ""
-    return {"features": "docs/features.md", "augment": "docs/augmentation.md"}.get(str(first), "docs/catalog.md")
+    pages = {"features": "docs/features.md", "augment": "docs/augmentation.md", "quality": "docs/quality.md", "duplicates": "docs/quality.md"}
+    return pages.get(str(first), "docs/catalog.md")
 
 
 def _hint(err: dict[str, Any]) -> str:

@@ -110,3 +110,43 @@ def assign_splits(
         split_totals[best] += size
 
     return {u.example_id: assignment[key_of(u)] for u in units}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """One example of a duplicate cluster as the splitter sees it."""
+
+    example_id: str
+    path: str
+    split: str
+    """The split it was given (planned from its group, or committed earlier)."""
+    fixed: bool = False
+    """Committed by an earlier version: an example never changes split."""
+    forced_split: str = ""
+
+
+class SplitConflict(ValueError):
+    """The members of a duplicate cluster are bound to different splits."""
+
+
+def cluster_split(members: Iterable[ClusterMember]) -> str:
+    """The one split for every member of a duplicate cluster.
+
+    A split bound by a manifest or by an earlier version wins; two different bound splits
+    are a :class:`SplitConflict` naming the members. Otherwise the cluster goes to the first
+    of ``train, val, test`` a member was planned in: evaluation splits lose the copies of
+    training audio (never the reverse), and the training split's augmented copies and
+    normalisation statistics stay exactly as computed.
+    """
+    members = list(members)
+    bound = {m.forced_split or m.split for m in members if m.fixed or m.forced_split}
+    if len(bound) > 1:
+        listed = "; ".join(
+            f"{m.path} ({m.forced_split or m.split}, {'forced by manifest' if m.forced_split else 'committed earlier' if m.fixed else 'free'})"
+            for m in members
+        )
+        raise SplitConflict(f"a duplicate cluster is bound to splits {sorted(bound)}: {listed}")
+    if bound:
+        return next(iter(bound))
+    planned = {m.split for m in members}
+    return next((s for s in SPLITS if s in planned), sorted(planned)[0])

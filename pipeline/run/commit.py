@@ -18,9 +18,13 @@ import numpy as np
 import zarr
 
 from pipeline import __version__
+from pipeline.augment import build_chain
 from pipeline.errors import AudioprepError
 from pipeline.features import build_feature_set
 from pipeline.features.normalize import RunningStats
+from pipeline.quality.duplicates import find_edges
+from pipeline.quality.provenance import quality_provenance
+from pipeline.quality.resolve import apply_duplicates
 from pipeline.run.labels import add_flag, tag_vocab, text_rate_implausible, text_vocab
 from pipeline.run.partition import manifest_path
 from pipeline.run.planner import RunPlan
@@ -87,13 +91,18 @@ def read_manifests(plan: RunPlan) -> dict[str, dict[str, Any] | None]:
     return {p.partition_id: plan.location.read_json(manifest_path(p.partition_id)) for p in plan.partitions}
 
 
-def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str, Any]:
+def commit_run(plan: RunPlan, *, wall_seconds: float | None = None, duplicate_edges: list | None = None) -> dict[str, Any]:
     """Assemble the new version from the previous one and this run's manifests.
 
     Raises
     ------
     AudioprepError
         When a partition of the plan has no manifest (it failed): nothing is committed.
+    DuplicateError
+        When duplicates are forbidden or a cluster cannot be placed in one split.
+
+    ``duplicate_edges`` (from :func:`pipeline.quality.duplicates.find_edges`) are the copies
+    found; None finds them here, in this process.
     """
     loc = plan.location
     verify_held(loc, plan.run_id)  # fencing: a run that lost its lease never commits
@@ -149,6 +158,16 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         for k, v in m.get("norm_stats", {}).items():
             s = RunningStats.from_dict(v)
             stats[k] = stats[k].merge(s) if k in stats else s
+    # duplicates: one split per cluster, flags, the policy (docs/quality.md)
+    if duplicate_edges is None:
+        duplicate_edges = find_edges(plan, c.duplicates)
+    keep, dup_rejects, dup_clusters = apply_duplicates(
+        rows, duplicate_edges, c.duplicates, version=version, forced_splits=plan.forced_splits, augment_splits=build_chain(c.augment).splits
+    )
+    if not all(keep):
+        sums = [x for x, k in zip(sums, keep) if k] if sum_cols else sums
+        rows = [r for r, k in zip(rows, keep) if k]
+    rejects += dup_rejects
     rejects.sort(key=lambda r: (r["source"], r["path"]))
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
@@ -178,6 +197,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
         "audio_hours": sum(r["duration_seconds"] for r in active_originals) / 3600.0,
         "processed_audio_seconds": processed_seconds,
         "partitions": len(plan.partitions),
+        "duplicate_clusters": len(dup_clusters),
         "counts": counts,
         "package_versions": package_versions(),
     }
@@ -191,6 +211,7 @@ def commit_run(plan: RunPlan, *, wall_seconds: float | None = None) -> dict[str,
             "labels": labels,
             **vocab,
             "norm_stats": {k: v.to_dict() for k, v in stats.items()},
+            "quality": quality_provenance(c),
             "versions": [*meta.get("versions", []), record],
             "current_version": version,  # switched last: the version becomes visible here
         }

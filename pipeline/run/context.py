@@ -8,6 +8,7 @@ from typing import Any
 from pipeline.augment import AugmentConfig
 from pipeline.config.catalog import Audio
 from pipeline.features import FeaturesConfig
+from pipeline.quality.config import QualityConfig
 from pipeline.store.layout import Layout
 
 
@@ -36,3 +37,5 @@ class RunContext:
     secrets: tuple[str, ...] = ()
     """Values scrubbed from every message written to the store or returned."""
     norm_splits: tuple[str, ...] = ("train",)
+    quality: QualityConfig = QualityConfig()
+    """Quality metrics, flags and rules (the catalog's ``quality:``)."""

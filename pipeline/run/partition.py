@@ -20,12 +20,14 @@ import numpy as np
 
 from pipeline.augment import build_chain
 from pipeline.config.interpolate import scrub
-from pipeline.errors import AudioDecodeError
+from pipeline.errors import AudioDecodeError, QualityRejected
 from pipeline.features import build_feature_set
 from pipeline.features.normalize import RunningStats
 from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, resample, to_mono
 from pipeline.io.fetch import fetch_many
 from pipeline.plan.partition import PartitionSpec, WorkItem
+from pipeline.quality.analyze import measure, quality_flags, rejected_by, rule_values
+from pipeline.quality.duplicates import pack, write_fingerprints
 from pipeline.rng import example_rng
 from pipeline.run.context import RunContext
 from pipeline.store.location import StoreLocation
@@ -138,6 +140,11 @@ def process_partition(
     stats = {name: RunningStats(int(np.prod(shape))) for name, shape in layout.feature_shapes.items()}
     cursor = 0
     audio_seconds = 0.0
+    fp_ids: list[str] = []
+    fp_pcm: list[str] = []
+    fp_codes: list[np.ndarray] = []
+    fp_keys: list[tuple[np.ndarray, np.ndarray]] = []
+    frame_seconds = 0.0
 
     try:
         for it in spec.items:
@@ -153,8 +160,10 @@ def process_partition(
                 sr_in, channels, frames, segments, truncated, decoder = _decode_segments(data, it, ctx)
                 del data
                 out_rows = []
+                measured = []
                 for k, (start_frame, y_native) in enumerate(segments):
-                    y = resample(to_mono(y_native), sr_in, sr)
+                    y_mono = to_mono(y_native)
+                    y = resample(y_mono, sr_in, sr)
                     if y.shape[0] < min_samples:
                         if k > 0:  # a split file's short tail: nothing to analyse
                             continue
@@ -162,8 +171,17 @@ def process_partition(
                             it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})"
                         )
                     seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
-                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated):
-                        out_rows.append({**row, "start_seconds": start_frame / sr_in})
+                    # quality: measured on the original only (copies carry their source's values)
+                    q = measure(y_mono, y, sr, ctx.quality)
+                    values = rule_values(q.metrics, sample_rate=sr, duration_seconds=y.shape[0] / sr, sample_rate_original=sr_in, channels=channels)
+                    why = rejected_by(values, ctx.quality)
+                    if why:
+                        raise QualityRejected(it.rel_path, "quality", why if len(segments) == 1 else f"segment {k}: {why}")
+                    measured.append((seg_id, q))
+                    extra = {**q.metrics, "pcm_hash": q.pcm_hash}
+                    qflags = quality_flags(values, ctx.quality)
+                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated, extra_flags=qflags):
+                        out_rows.append({**row, **extra, "start_seconds": start_frame / sr_in})
                 need = len(out_rows) if dense else sum(r["length"] for r in out_rows)
                 if cursor + need > spec.capacity:
                     # planned from the header probed at planning; nothing of this file is written
@@ -182,6 +200,12 @@ def process_partition(
                 continue
 
             audio_seconds += frames / sr_in
+            for seg_id, q in measured:
+                fp_ids.append(seg_id)
+                fp_pcm.append(q.pcm_hash)
+                fp_codes.append(q.codes)
+                fp_keys.append(q.keys)
+                frame_seconds = q.frame_seconds
             for row in out_rows:
                 feats = row.pop("feats")
                 span = 1 if dense else row["length"]
@@ -217,6 +241,8 @@ def process_partition(
         for w in writers.values():  # no writer thread outlives a failed partition
             w.abort()
         raise
+    # the duplicate index's input, written before the manifest that commits the partition
+    write_fingerprints(loc, spec.partition_id, pack(fp_ids, fp_pcm, fp_codes, fp_keys, frame_seconds))
     delay = _fault_delay_seconds()
     if delay:
         time.sleep(delay)
@@ -263,11 +289,12 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
 
 
 def _featurize(
-    y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int, *, truncated: bool = False
+    y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int, *, truncated: bool = False,
+    extra_flags: list[str] | tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Rows (with their features under ``feats``) of one example and its augmented copies."""
     sr = ctx.audio.sample_rate
-    flags = ",".join(f for f, on in (("silent", peak_dbfs(y) < ctx.audio.flag_silence_dbfs), ("truncated", truncated)) if on)
+    flags = ",".join([f for f, on in (("silent", peak_dbfs(y) < ctx.audio.flag_silence_dbfs), ("truncated", truncated)) if on] + list(extra_flags))
     out = []
     for copy in range(0, it.copies + 1):
         drawn: list[dict[str, Any]] = []

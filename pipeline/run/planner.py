@@ -24,6 +24,7 @@ from pipeline.io.audio import header_limits_problem, length_unknown, planned_fra
 from pipeline.io.discovery import FileRef, Header
 from pipeline.plan.partition import PartitionSpec, WorkItem, plan_partitions
 from pipeline.plan.splits import SplitUnit, assign_splits
+from pipeline.quality.provenance import quality_fingerprint
 from pipeline.run.context import BankFile, RunContext
 from pipeline.store.layout import FORMAT_VERSION, Layout, make_layout
 from pipeline.store.location import StoreLocation
@@ -52,6 +53,8 @@ class RunPlan:
     kept_reject_ids: set[str] = field(default_factory=set)
     discovered: int = 0
     planned_audio_seconds: float = 0.0
+    forced_splits: dict[str, str] = field(default_factory=dict)
+    """example id -> split a manifest forces (duplicate clusters must respect it)."""
 
     @property
     def up_to_date(self) -> bool:
@@ -103,11 +106,12 @@ def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
         "seed": c.seed,
         "layout": layout.to_dict(),
     }
+    payload.update(quality_fingerprint(c))  # only non-default sections: older stores stay valid
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 #: The catalog sections whose settings change the stored bytes (the fingerprint's inputs).
-FINGERPRINTED = ("audio", "features", "augment", "seed", "output.dtype", "execution.partition_seconds")
+FINGERPRINTED = ("audio", "features", "augment", "seed", "output.dtype", "execution.partition_seconds", "quality", "duplicates")
 
 
 def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation, loaded: LoadedCatalog | None = None) -> None:
@@ -118,7 +122,7 @@ def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation,
     changed = settings_changed(prev.meta.get("catalog") or {}, loaded.redacted) if loaded is not None else []
     what = "; ".join(changed[:8]) + ("; ..." if len(changed) > 8 else "") if changed else f"fingerprint {prev.fingerprint}, now {fp}"
     raise StoreError(
-        f"output.store {location.url} was written with other audio/feature/augment/output.dtype settings ({what}). "
+        f"output.store {location.url} was written with other audio/feature/augment/output.dtype/quality settings ({what}). "
         "Point output.store at a new path, or rerun with --overwrite to rebuild it."
     )
 
@@ -250,6 +254,7 @@ def build_plan(
         bank_files=tuple(BankFile(b.source, b.url) for b in bank_refs),
         fetch_concurrency=c.execution.fetch_concurrency,
         secrets=secrets,
+        quality=c.quality,
     )
     return RunPlan(
         run_id=run_id or new_run_id(),
@@ -269,6 +274,7 @@ def build_plan(
         kept_reject_ids=kept_rejects,
         discovered=len(refs),
         planned_audio_seconds=sum(p.audio_seconds for p in parts),
+        forced_splits={r.example_id: r.split for r in todo if r.split},
     )
 
 

@@ -65,7 +65,11 @@ class StoreState:
         return {r["id"]: r for r in self.rejects}
 
     def group_splits(self) -> dict[str, str]:
-        return {r["group"]: r["split"] for r in self.table if r["copy"] == 0}
+        # a duplicate cluster's member may sit in another split than its group: the group's
+        # split is read from its other rows when it has any
+        out = {r["group"]: r["split"] for r in self.table if r["copy"] == 0 and r.get("cluster")}
+        out.update({r["group"]: r["split"] for r in self.table if r["copy"] == 0 and not r.get("cluster")})
+        return out
 
     def split_label_counts(self, exclude: set[str]) -> Counter:
         return Counter((r["split"], r["label"]) for r in self.table if r["copy"] == 0 and r["status"] in ACTIVE and r["id"] not in exclude)

@@ -46,7 +46,25 @@ EXAMPLE_COLUMNS: dict[str, Any] = {
     "partition": str,
     "augment": str,
     "version_added": "int32",
+    # quality (docs/quality.md): measured on each original, copies carry their source's values;
+    # NaN in rows committed before they were measured
+    "peak_dbfs": "float64",
+    "rms_dbfs": "float64",
+    "loudness_lufs": "float64",
+    "dc_offset": "float64",
+    "clipping_fraction": "float64",
+    "speech_fraction": "float64",
+    "silence_fraction": "float64",
+    "snr_db": "float64",
+    "bandwidth_hz": "float64",
+    "pcm_hash": str,
+    "cluster": str,  # id of the representative of the example's duplicate cluster; empty if none
 }
+
+#: a value missing from a row reads as this (else "" for text, 0 for numbers)
+MISSING: dict[str, Any] = {name: float("nan") for name in (
+    "peak_dbfs", "rms_dbfs", "loudness_lufs", "dc_offset", "clipping_fraction", "speech_fraction", "silence_fraction", "snr_db", "bandwidth_hz",
+)}
 
 REJECT_COLUMNS: dict[str, Any] = {
     "id": str,
@@ -64,7 +82,8 @@ REJECT_COLUMNS: dict[str, Any] = {
 def to_columns(rows: list[Mapping[str, Any]], schema: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, dtype in schema.items():
-        values = [r.get(name, "" if dtype is str else 0) for r in rows]
+        missing = MISSING.get(name, "" if dtype is str else 0)
+        values = [r.get(name, missing) for r in rows]
         if dtype is str:
             out[name] = np.array([str(v) for v in values], dtype=object)
         else:

@@ -1,0 +1,106 @@
+"""All quality measurements of one example, its flags and the rules' verdicts.
+
+:func:`measure` is what a partition task calls once per example (on the original, not on
+its augmented copies, which carry their source's values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.quality.config import QualityConfig
+from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
+from pipeline.quality.loudness import integrated_loudness
+from pipeline.quality.metrics import (
+    activity_fractions,
+    bandwidth_hz,
+    clipping_fraction,
+    dc_offset,
+    peak_dbfs,
+    rms_dbfs,
+    snr_db,
+    spectral_frames,
+)
+from pipeline.quality.rules import parse_rule
+
+#: the example table's float columns measured per example (docs/quality.md); NaN = not measured
+METRIC_COLUMNS = (
+    "peak_dbfs", "rms_dbfs", "loudness_lufs", "dc_offset", "clipping_fraction",
+    "speech_fraction", "silence_fraction", "snr_db", "bandwidth_hz",
+)
+#: bump when a metric's definition changes: recorded in the store's provenance
+METRICS_VERSION = 1
+QUALITY_FLAGS = ("clipped", "mostly_silent", "low_snr", "narrowband", "quality", "duplicate")
+
+
+@dataclass(frozen=True)
+class Measured:
+    metrics: dict[str, float]
+    pcm_hash: str
+    codes: np.ndarray
+    """Fingerprint: one int32 per frame (pipeline.quality.fingerprint)."""
+    keys: tuple[np.ndarray, np.ndarray]
+    frame_seconds: float
+
+
+def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: QualityConfig) -> Measured:
+    """Measure one example.
+
+    Parameters
+    ----------
+    y_decoded : (n0,) mono samples as decoded, before resampling (clipping and peak are
+        measured there: resampling rings around the rails).
+    y : (n,) the same audio resampled to ``sample_rate`` (everything else).
+    """
+    spectra = spectral_frames(y, sample_rate)
+    speech, silence = activity_fractions(
+        y, sample_rate, frame_seconds=cfg.vad.frame_seconds, speech_dbfs=cfg.vad.speech_dbfs, silence_dbfs=cfg.vad.silence_dbfs
+    )
+    metrics = {
+        "peak_dbfs": peak_dbfs(y_decoded),
+        "rms_dbfs": rms_dbfs(y),
+        "loudness_lufs": integrated_loudness(y, sample_rate),
+        "dc_offset": dc_offset(y),
+        "clipping_fraction": clipping_fraction(y_decoded),
+        "speech_fraction": speech,
+        "silence_fraction": silence,
+        "snr_db": snr_db(spectra),
+        "bandwidth_hz": bandwidth_hz(spectra, floor_db=cfg.bandwidth_floor_db),
+    }
+    codes, frame_seconds = fingerprint(spectra, sample_rate)
+    return Measured({k: float(v) for k, v in metrics.items()}, pcm_hash(y), codes, sketch(codes), frame_seconds)
+
+
+def rule_values(metrics: dict[str, float], **others: float) -> dict[str, float]:
+    """The names a rule can read: the metrics plus ``sample_rate``, ``duration_seconds``, ..."""
+    return {**metrics, **others}
+
+
+def quality_flags(values: dict[str, float], cfg: QualityConfig) -> list[str]:
+    """The built-in flags (thresholds in ``quality.flags``) and ``quality`` for ``flag_if``."""
+    t = cfg.flags
+    out = []
+    if values["clipping_fraction"] > t.clipped_fraction:
+        out.append("clipped")
+    if values["silence_fraction"] > t.mostly_silent_fraction:
+        out.append("mostly_silent")
+    if values["snr_db"] < t.low_snr_db:
+        out.append("low_snr")
+    if values["bandwidth_hz"] < t.narrowband_ratio * values["sample_rate"]:
+        out.append("narrowband")
+    if cfg.flag_if and parse_rule(cfg.flag_if)(values):
+        out.append("quality")
+    return out
+
+
+def rejected_by(values: dict[str, float], cfg: QualityConfig) -> str | None:
+    """A message naming the rule and the values it read, when ``reject_if`` is true; else None."""
+    if not cfg.reject_if:
+        return None
+    rule = parse_rule(cfg.reject_if)
+    if not rule(values):
+        return None
+    shown = ", ".join(f"{k}={values[k]:.4g}" for k in sorted(rule.names) if k in values)
+    return f"reject_if `{rule.text}` is true ({shown})"

@@ -1,0 +1,239 @@
+"""The duplicate index: per-partition fingerprint files, a bucketed reduction, clusters.
+
+Each partition task writes ``_quality/<partition_id>.npz`` beside its manifest: its
+examples' ids, exact PCM hashes, fingerprint codes and sketch keys (plain arrays, read with
+``allow_pickle=False``). :func:`reduce_bucket` is one task of the reduction: it reads the
+keys of its hash range from every partition file, pairs examples that share a key, and
+verifies each pair on the full fingerprints at the offset the key implies. It returns the
+edges only, so the coordinator never holds fingerprints; :func:`clusters` joins the edges.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.io.fs import join
+from pipeline.quality.config import DuplicatesConfig
+from pipeline.quality.fingerprint import similarity
+from pipeline.store.location import StoreLocation
+
+QUALITY_DIR = "_quality"
+#: a sketch key shared by more clips than this is too common to tell clips apart (silence, tones)
+MAX_BUCKET = 64
+#: frames either side of the offset a shared key implies that verification tries
+ALIGN_SLACK = 2
+
+
+def fingerprint_path(partition_id: str) -> str:
+    return f"{QUALITY_DIR}/{partition_id}.npz"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Two examples found to be copies: ``(partition, id)`` each, and their similarity."""
+
+    a: tuple[str, str]
+    b: tuple[str, str]
+    similarity: float
+
+
+def pack(ids: list[str], pcm: list[str], codes: list[np.ndarray], keys: list[tuple[np.ndarray, np.ndarray]], frame_seconds: float) -> bytes:
+    """The bytes of one partition's fingerprint file (``np.savez`` of plain arrays)."""
+    lengths = np.array([c.size for c in codes], np.int64)
+    klen = np.array([k.size for k, _ in keys], np.int64)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        ids=np.array(ids, dtype=str) if ids else np.zeros(0, "<U1"),
+        pcm=np.array([int(h[:16], 16) for h in pcm], np.uint64),
+        codes=np.concatenate(codes).astype(np.int32) if codes else np.zeros(0, np.int32),
+        code_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        keys=np.concatenate([k for k, _ in keys]).astype(np.uint64) if keys else np.zeros(0, np.uint64),
+        key_frames=np.concatenate([f for _, f in keys]).astype(np.int32) if keys else np.zeros(0, np.int32),
+        key_rows=np.repeat(np.arange(len(keys)), klen).astype(np.int32),
+        frame_seconds=np.float64(frame_seconds),
+    )
+    return buf.getvalue()
+
+
+def write_fingerprints(loc: StoreLocation, partition_id: str, data: bytes) -> None:
+    fs, root = loc.fs_root()
+    path = join(root, fingerprint_path(partition_id))
+    if loc.remote:
+        fs.pipe_file(path, data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # written before the manifest: a committed partition has its file
+
+
+def read_fingerprints(loc: StoreLocation, partition_id: str) -> dict[str, np.ndarray] | None:
+    fs, root = loc.fs_root()
+    try:
+        data = fs.cat_file(join(root, fingerprint_path(partition_id)))
+    except FileNotFoundError:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
+    return (keys % np.uint64(n_buckets)).astype(np.int64)
+
+
+def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_buckets: int, cfg: DuplicatesConfig) -> list[Edge]:
+    """The duplicate edges whose shared key falls in hash range ``bucket`` of ``n_buckets``.
+
+    Exact PCM matches are edges of similarity 1.0 (every member linked to the first);
+    near matches are pairs sharing a sketch key, verified with
+    :func:`pipeline.quality.fingerprint.similarity` against ``cfg.similarity``.
+    """
+    exact: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    near: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # keys, part, row, frame
+    frame_seconds = 0.0
+    for p, pid in enumerate(partition_ids):
+        z = read_fingerprints(loc, pid)
+        if z is None:
+            continue
+        frame_seconds = float(z["frame_seconds"])
+        sel = np.flatnonzero(_bucket_of(z["pcm"], n_buckets) == bucket)
+        for r in sel:
+            exact[int(z["pcm"][r])].append((p, int(r)))
+        if cfg.near:
+            sel = np.flatnonzero(_bucket_of(z["keys"], n_buckets) == bucket)
+            near.append((z["keys"][sel], np.full(sel.size, p, np.int32), z["key_rows"][sel], z["key_frames"][sel]))
+    ids_cache: dict[int, np.ndarray] = {}
+
+    def name(p: int, r: int) -> tuple[str, str]:
+        if p not in ids_cache:
+            z = read_fingerprints(loc, partition_ids[p])
+            assert z is not None
+            ids_cache[p] = z["ids"]
+        return partition_ids[p], str(ids_cache[p][r])
+
+    edges: list[Edge] = []
+    linked: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+    for members in exact.values():
+        for m in members[1:]:
+            linked.add((members[0], m) if members[0] < m else (m, members[0]))
+            edges.append(Edge(name(*members[0]), name(*m), 1.0))
+    if not near:
+        return edges
+    keys = np.concatenate([n[0] for n in near])
+    part = np.concatenate([n[1] for n in near])
+    row = np.concatenate([n[2] for n in near])
+    frame = np.concatenate([n[3] for n in near])
+    order = np.argsort(keys, kind="stable")
+    keys, part, row, frame = keys[order], part[order], row[order], frame[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], keys.size]
+    # candidate pairs with the offsets their shared keys imply
+    offsets: dict[tuple[tuple[int, int], tuple[int, int]], set[int]] = defaultdict(set)
+    for s, e in zip(starts, ends):
+        if e - s < 2 or e - s > MAX_BUCKET:
+            continue
+        for i in range(s, e):
+            for j in range(i + 1, e):
+                a, b = (int(part[i]), int(row[i])), (int(part[j]), int(row[j]))
+                if a == b:
+                    continue
+                fa, fb = int(frame[i]), int(frame[j])
+                if b < a:
+                    a, b, fa, fb = b, a, fb, fa
+                offsets[(a, b)].add(fb - fa)
+    codes = _CodeCache(loc, partition_ids)
+    max_offset = int(round(cfg.max_offset_seconds / frame_seconds)) if frame_seconds else 0
+    for (a, b), offs in sorted(offsets.items()):
+        if (a, b) in linked:
+            continue
+        tries = sorted({o + d for o in offs for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1)})
+        sim = similarity(codes.get(*a), codes.get(*b), max_offset=max_offset, min_overlap=cfg.min_overlap, offsets=tries)
+        if sim >= cfg.similarity:
+            edges.append(Edge(name(*a), name(*b), round(sim, 4)))
+    return edges
+
+
+class _CodeCache:
+    """Fingerprint codes of a few partitions at a time (a reducer touches the partitions of its
+    candidates, in sorted order)."""
+
+    def __init__(self, loc: StoreLocation, partition_ids: list[str], size: int = 8):
+        self.loc, self.ids, self.size = loc, partition_ids, size
+        self.files: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+
+    def get(self, p: int, r: int) -> np.ndarray:
+        if p not in self.files:
+            z = read_fingerprints(self.loc, self.ids[p])
+            assert z is not None
+            self.files[p] = {"codes": z["codes"], "code_offsets": z["code_offsets"]}
+            if len(self.files) > self.size:
+                self.files.popitem(last=False)
+        self.files.move_to_end(p)
+        f = self.files[p]
+        return f["codes"][f["code_offsets"][r] : f["code_offsets"][r + 1]]
+
+
+def clusters(edges: Iterable[Edge], index_of: dict[tuple[str, str], int]) -> list[list[int]]:
+    """Connected components (size >= 2) of the edges between the rows ``index_of`` knows
+    (``(partition, id) -> row index``); edges to other rows (removed, replaced) are dropped.
+    Each cluster is sorted, and the list is sorted by first member."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for e in edges:
+        a, b = index_of.get(e.a), index_of.get(e.b)
+        if a is None or b is None or a == b:
+            continue
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for x in parent:
+        groups[find(x)].append(x)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+#: sketch keys (with their row and frame: 16 bytes) one reducer holds at most, about
+REDUCER_KEY_BYTES = 256 * 2**20
+
+
+def reduction_inputs(plan) -> tuple[list[str], int]:
+    """``(partition ids, number of buckets)`` of a run's duplicate reduction: this run's
+    partitions and those of earlier versions with active rows (new files are compared with
+    the whole store). Buckets are sized so a reducer holds about :data:`REDUCER_KEY_BYTES`."""
+    from pipeline.quality.fingerprint import SKETCH_KEYS
+
+    ids = {p.partition_id for p in plan.partitions}
+    rows = 0
+    if plan.previous is not None:
+        for r in plan.previous.table:
+            if r["status"] in ("ok", "flagged") and r["copy"] == 0:
+                ids.add(r["partition"])
+                rows += 1
+    rows += sum(len(p.items) for p in plan.partitions)
+    n_buckets = max(1, -(-rows * SKETCH_KEYS * 16 // REDUCER_KEY_BYTES))
+    return sorted(ids), n_buckets
+
+
+def find_edges(plan, cfg: DuplicatesConfig, map_fn=map) -> list[Edge]:
+    """Every duplicate edge of the store after this run, one :func:`reduce_bucket` per bucket
+    through ``map_fn`` (the flow submits them as Dask tasks instead)."""
+    ids, n = reduction_inputs(plan)
+    out: list[Edge] = []
+    for edges in map_fn(lambda b: reduce_bucket(plan.location, ids, b, n, cfg), range(n)):
+        out.extend(edges)
+    return out
