@@ -26,6 +26,7 @@ from flows import hooks
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
+from pipeline.quality.duplicates import reduce_bucket, reduction_inputs
 from pipeline.report.summary import markdown_summary, reject_table_rows
 from pipeline.run import commit, crashes, planner, steps
 from pipeline.run.allocator import worker_malloc_environ
@@ -82,8 +83,12 @@ def _report(store_url: str, version: int) -> str:
     return markdown_report(store_url, out=report_dir(store_url, version))
 
 
-def _commit(plan, wall_seconds):
-    return commit.commit_run(plan, wall_seconds=wall_seconds)
+def _duplicates(location, ids: Packed, bucket: int, n_buckets: int, cfg):
+    return Packed(reduce_bucket(location, ids.value, bucket, n_buckets, cfg))
+
+
+def _commit(plan, wall_seconds, duplicate_edges=None):
+    return commit.commit_run(plan, wall_seconds=wall_seconds, duplicate_edges=duplicate_edges)
 
 
 # Results of thousands of records come back Packed: Prefect would link each item to the task's state.
@@ -95,6 +100,7 @@ prepare_store_task = task(name="prepare-store", **TASK_OPTS)(_prepare_store)
 partition_task = task(name="partition", task_run_name="partition-{index:05d}", **TASK_OPTS)(_partition)
 report_task = task(name="write-report", **TASK_OPTS)(_report)
 commit_task = task(name="commit-version", **TASK_OPTS)(_commit)
+duplicates_task = task(name="duplicate-index", task_run_name="duplicate-index-{bucket}", retries=2, retry_delay_seconds=[2, 10], **TASK_OPTS)(_duplicates)
 
 
 def submit_taking_results(
@@ -270,7 +276,11 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
             on_result,
             on_crash=lambda p, attempt, exc: crashes.next_attempt(location, p, attempt, exc),
         )
-        summary = commit_task(quote(plan), time.perf_counter() - t0)
+        # the duplicate index: a reduction over every partition's fingerprints, bucket by bucket on Dask
+        ids, n_buckets = reduction_inputs(plan)
+        futures = [duplicates_task.submit(location, Packed(ids), b, n_buckets, loaded.catalog.duplicates) for b in range(n_buckets)]
+        edges = [e for f in futures for e in f.result().value]
+        summary = commit_task(quote(plan), time.perf_counter() - t0, quote(edges))
         return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"],
                 "skipped_symlinks": getattr(refs, "skipped_symlinks", 0)}
 

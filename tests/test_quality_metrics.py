@@ -1,0 +1,137 @@
+"""Each quality metric against a signal with a known answer (issue 20)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.quality.analyze import measure, quality_flags, rule_values
+from pipeline.quality.config import QualityConfig
+from pipeline.quality.loudness import LOUDNESS_FLOOR_LUFS, integrated_loudness, k_weighting
+from pipeline.quality.metrics import (
+    activity_fractions,
+    bandwidth_hz,
+    clipping_fraction,
+    dc_offset,
+    peak_dbfs,
+    rms_dbfs,
+    snr_db,
+    spectral_frames,
+)
+
+SR = 16000
+
+
+def test_k_weighting_matches_the_bs1770_tables_at_48k():
+    (sb, sa), (hb, ha) = k_weighting(48000)
+    np.testing.assert_allclose(sb, [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-8)
+    np.testing.assert_allclose(sa, [1.0, -1.69065929318241, 0.73248077421585], atol=1e-8)
+    np.testing.assert_allclose(hb, [1.0, -2.0, 1.0])
+    np.testing.assert_allclose(ha, [1.0, -1.99004745483398, 0.99007225036621], atol=1e-8)
+
+
+@pytest.mark.parametrize("sr", [48000, 44100, 16000])
+def test_ebu_r128_reference_tone_reads_minus_23_lufs(sr):
+    # EBU Tech 3341 test 1: 1 kHz sine at -23 dBFS in both channels of a stereo programme
+    t = np.arange(20 * sr) / sr
+    tone = 10 ** (-23 / 20) * np.sin(2 * np.pi * 1000 * t)
+    assert integrated_loudness(np.stack([tone, tone], axis=1), sr) == pytest.approx(-23.0, abs=0.1)
+    # one channel carries half the power: 3 dB less
+    assert integrated_loudness(tone, sr) == pytest.approx(-26.01, abs=0.1)
+
+
+def test_loudness_gates_out_silence_and_short_clips():
+    t = np.arange(10 * SR) / SR
+    tone = 10 ** (-23 / 20) * np.sin(2 * np.pi * 1000 * t)
+    with_silence = np.concatenate([tone, np.zeros(10 * SR)])
+    # the absolute gate (-70 LUFS) drops the silent half: the reading moves by the edge blocks only
+    assert integrated_loudness(with_silence, SR) == pytest.approx(integrated_loudness(tone, SR), abs=0.1)
+    assert integrated_loudness(0.01 * with_silence, SR) == pytest.approx(integrated_loudness(tone, SR) - 40, abs=0.1)
+    assert integrated_loudness(tone[: SR // 4], SR) == LOUDNESS_FLOOR_LUFS
+    assert integrated_loudness(np.zeros(SR), SR) == LOUDNESS_FLOOR_LUFS
+
+
+def test_sine_clipped_by_6_db():
+    t = np.arange(3 * SR) / SR
+    y = np.clip(2.0 * np.sin(2 * np.pi * 441 * t), -1, 1)  # 6 dB over full scale, clipped
+    y = (np.round(y * 32767) / 32768).astype(np.float32)  # as decoded from 16-bit PCM
+    # |2 sin| >= 1 for a third of each half period on each side: 2/3 of the samples
+    assert clipping_fraction(y) == pytest.approx(2 / 3, abs=0.005)
+    assert peak_dbfs(y) == pytest.approx(0.0, abs=0.01)
+    clean = (0.5 * np.sin(2 * np.pi * 441 * t)).astype(np.float32)
+    assert clipping_fraction(clean) == 0.0
+    assert peak_dbfs(clean) == pytest.approx(-6.02, abs=0.01)
+    assert rms_dbfs(clean) == pytest.approx(-9.03, abs=0.01)
+    # a lone full-scale sample is a peak, not clipping; two in a row are
+    spikes = np.zeros(1000, np.float32)
+    spikes[100] = 1.0
+    assert clipping_fraction(spikes) == 0.0
+    spikes[101] = -1.0
+    assert clipping_fraction(spikes) == pytest.approx(2 / 1000)
+
+
+def test_dc_offset():
+    t = np.arange(SR) / SR
+    assert dc_offset(0.1 + 0.3 * np.sin(2 * np.pi * 100 * t)) == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("snr", [5, 10, 15, 20, 25])
+@pytest.mark.parametrize("freq", [300.0, 1000.0, 3500.0])
+def test_snr_of_tone_in_white_noise_within_3_db(snr, freq):
+    rng = np.random.default_rng(int(snr * 7 + freq))
+    t = np.arange(4 * SR) / SR
+    tone = 0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6))
+    noise = rng.standard_normal(t.size)
+    noise *= np.sqrt(np.mean(tone**2) / np.mean(noise**2) / 10 ** (snr / 10))
+    est = snr_db(spectral_frames((tone + noise).astype(np.float32), SR))
+    assert abs(est - snr) <= 3.0, (snr, freq, est)
+
+
+def test_bandwidth_of_4khz_low_passed_noise():
+    rng = np.random.default_rng(3)
+    x = np.fft.rfft(rng.standard_normal(4 * SR))
+    x[np.fft.rfftfreq(4 * SR, 1 / SR) > 4000] = 0
+    y = (0.1 * np.fft.irfft(x, 4 * SR)).astype(np.float32)
+    assert bandwidth_hz(spectral_frames(y, SR)) == pytest.approx(4000, rel=0.05)
+    white = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
+    assert bandwidth_hz(spectral_frames(white, SR)) == pytest.approx(SR / 2, rel=0.01)
+
+
+def test_silence_with_a_one_second_burst_right_to_a_frame():
+    rng = np.random.default_rng(5)
+    y = np.zeros(5 * SR, np.float32)
+    start = int(1.73 * SR)  # not on a frame boundary
+    y[start : start + SR] = 0.1 * rng.standard_normal(SR)
+    frame = int(0.02 * SR)
+    n_frames = -(-y.size // frame)
+    speech, silence = activity_fractions(y, SR, frame_seconds=0.02, speech_dbfs=-45, silence_dbfs=-60)
+    # the burst covers 50 frames, or 51 when it straddles frame edges: at most one frame off
+    assert abs(silence * n_frames - (n_frames - 50)) <= 1
+    assert abs(speech * n_frames - 50) <= 1
+    assert speech + silence == pytest.approx(1.0)
+
+
+def test_measure_and_flags():
+    rng = np.random.default_rng(2)
+    x = np.fft.rfft(rng.standard_normal(3 * SR))
+    x[np.fft.rfftfreq(3 * SR, 1 / SR) > 3000] = 0
+    narrow = np.fft.irfft(x, 3 * SR)
+    narrow = (0.5 * narrow / np.max(np.abs(narrow))).astype(np.float32)
+    cfg = QualityConfig()
+    m = measure(narrow, narrow, SR, cfg)
+    assert set(m.metrics) == {"peak_dbfs", "rms_dbfs", "loudness_lufs", "dc_offset", "clipping_fraction", "speech_fraction",
+                              "silence_fraction", "snr_db", "bandwidth_hz"}
+    assert all(np.isfinite(v) for v in m.metrics.values())
+    assert m.metrics["bandwidth_hz"] == pytest.approx(3000, rel=0.05)
+    # stationary noise is all noise floor to a blind SNR estimate
+    assert quality_flags(rule_values(m.metrics, sample_rate=SR), cfg) == ["low_snr", "narrowband"]
+    clipped = np.clip(4.0 * narrow, -1, 1)
+    m2 = measure(clipped, clipped, SR, cfg)
+    assert "clipped" in quality_flags(rule_values(m2.metrics, sample_rate=SR), cfg)
+    quiet = np.concatenate([narrow[:SR] * 0.001, np.zeros(20 * SR, np.float32)])
+    m3 = measure(quiet, quiet, SR, cfg)
+    assert "mostly_silent" in quality_flags(rule_values(m3.metrics, sample_rate=SR), cfg)
+    assert len(m.pcm_hash) == 32 and m.pcm_hash != m2.pcm_hash and m.codes.dtype == np.int32 and m.keys[0].size > 0
+    # a custom flag rule
+    strict = QualityConfig(flag_if="loudness_lufs < -10")
+    assert "quality" in quality_flags(rule_values(m.metrics, sample_rate=SR), strict)
