@@ -53,7 +53,7 @@ def test_near_duplicates_precision_and_recall_on_the_generated_set(generated, tm
     assert len(true_pairs) == 4 * 15  # 6 recordings of one clip per speaker
     # every copy found (recall 1.0), and no two distinct clips of a speaker joined (precision 1.0)
     assert found_pairs == true_pairs
-    assert all(0.7 <= e.similarity <= 1.0 for e in edges)
+    assert all(0.75 <= e.similarity <= 1.0 for e in edges)
 
 
 def test_exact_copies_and_a_stricter_threshold(generated, tmp_path):

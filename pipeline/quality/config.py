@@ -72,9 +72,10 @@ class DuplicatesConfig(_Model):
     With every policy, a cluster's members land in one split."""
     near: bool = True
     """Find re-encoded, resampled, re-levelled and trimmed copies, not only identical PCM."""
-    similarity: float = Field(0.7, gt=0.5, le=1)
+    similarity: float = Field(0.75, gt=0.5, le=1)
     """Share of fingerprint bits two clips must agree on (best alignment) to be copies."""
     max_offset_seconds: float = Field(1.0, ge=0, le=30)
     """Largest trim or shift searched when two fingerprints are aligned."""
     min_overlap: float = Field(0.8, gt=0, le=1)
-    """Aligned fingerprints must overlap by this share of the shorter clip's active frames."""
+    """Aligned fingerprints must overlap by this share of the longer clip's active frames: a
+    trimmed copy is a copy, a short excerpt of a long recording is not."""

@@ -22,8 +22,8 @@ N_BANDS = 17
 BITS = N_BANDS - 1
 BAND_LOW_HZ = 300.0
 BAND_HIGH_HZ = 3000.0
-SMOOTH_FRAMES = 4
-LAG_FRAMES = 2
+SMOOTH_FRAMES = 1
+LAG_FRAMES = 1
 #: frames more than this far below the clip's loudest frame (in the fingerprint bands) are inactive
 ACTIVE_RANGE_DB = 45.0
 #: the value of an inactive frame (no 16-bit pattern has it)
@@ -98,10 +98,11 @@ def popcount16(x: np.ndarray) -> np.ndarray:
 def similarity(a: np.ndarray, b: np.ndarray, *, max_offset: int, min_overlap: float, offsets: range | None = None) -> float:
     """Best share of agreeing bits between two fingerprints over shifts up to ``max_offset`` frames
     (or over ``offsets``: frame ``i`` of ``a`` against frame ``i + off`` of ``b``),
-    counting frames active in both; 0.0 when no shift overlaps ``min_overlap`` of the shorter
+    counting frames active in both; 0.0 when no shift overlaps ``min_overlap`` of the longer
     clip's active frames."""
     na, nb = int(np.count_nonzero(a != INACTIVE)), int(np.count_nonzero(b != INACTIVE))
-    need = max(1, int(np.ceil(min_overlap * min(na, nb))))
+    # both clips mostly covered: a copy, not an excerpt of a longer recording
+    need = max(1, int(np.ceil(min_overlap * max(na, nb))))
     if min(na, nb) == 0:
         return 0.0
     best = 0.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.signal import lfilter
+from scipy.signal import sosfilt
 
 #: returned for a clip with no block above the absolute gate (or shorter than one block)
 LOUDNESS_FLOOR_LUFS = -200.0
@@ -59,7 +59,8 @@ def integrated_loudness(y: np.ndarray, sample_rate: int, channel_weights: tuple[
     if x.shape[0] < block:
         return LOUDNESS_FLOOR_LUFS
     (sb, sa), (hb, ha) = k_weighting(sample_rate)
-    z = lfilter(hb, ha, lfilter(sb, sa, x, axis=0), axis=0) ** 2
+    sos = np.array([np.r_[sb, sa], np.r_[hb, ha]])
+    z = sosfilt(sos, x, axis=0) ** 2
     w = np.asarray(channel_weights or (1.0,) * x.shape[1], dtype=np.float64)
     # mean square of every block from one cumulative sum: O(n), whatever the overlap
     c = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(z, axis=0)])

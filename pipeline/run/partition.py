@@ -294,7 +294,10 @@ def _featurize(
 ) -> list[dict[str, Any]]:
     """Rows (with their features under ``feats``) of one example and its augmented copies."""
     sr = ctx.audio.sample_rate
-    flags = ",".join([f for f, on in (("silent", peak_dbfs(y) < ctx.audio.flag_silence_dbfs), ("truncated", truncated)) if on] + list(extra_flags))
+    silent = peak_dbfs(y) < ctx.audio.flag_silence_dbfs
+    if silent:  # `silent` says it all: what silence's SNR, band and activity read is no news
+        extra_flags = [f for f in extra_flags if f not in ("mostly_silent", "low_snr", "narrowband")]
+    flags = ",".join([f for f, on in (("silent", silent), ("truncated", truncated)) if on] + list(extra_flags))
     out = []
     for copy in range(0, it.copies + 1):
         drawn: list[dict[str, Any]] = []

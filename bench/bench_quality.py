@@ -1,0 +1,197 @@
+"""Quality metrics and the duplicate index: cost, accuracy and driver memory (issue 20).
+
+Run: ``python -m bench.bench_quality`` (``make bench``). One thread. Writes
+bench/results/quality.json. Three parts:
+
+* ``cost``: per clip, :func:`pipeline.quality.analyze.measure` (every metric, the PCM hash,
+  the fingerprint and its sketch) against the log-mel featurize of the same clip
+  (FeatureSet with ``log_mel``, n_fft 400, hop 160, 80 mels), timed side by side, best of
+  ``--repeats`` interleaved rounds on the same clips. Target: ratio <= 0.10.
+* ``duplicates``: precision and recall of the near-duplicate index on the generated set of
+  pipeline.quality.testset (copies: 64 kbit/s MP3 through libsndfile's LAME, 16 -> 8 -> 16 kHz,
+  +-6 dB, 0.1 s trimmed; negatives: the other clips of the same speakers), pairwise.
+* ``driver_memory``: the coordinator's side of the reduction at ``--files`` files: synthetic
+  fingerprints in partition files (1 % planted near copies), the reducers in a process pool,
+  the driver collecting edges and joining clusters; its Python-heap peak (tracemalloc) and RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import pathlib
+import tempfile
+import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from bench._util import env_info, set_one_thread
+
+RESULTS = pathlib.Path(__file__).parent / "results" / "quality.json"
+SR = 16000
+
+
+def bench_cost(n_clips: int, seconds: float, repeats: int) -> dict:
+    from pipeline.features import FeaturesConfig, build_feature_set
+    from pipeline.quality.analyze import measure
+    from pipeline.quality.config import QualityConfig
+    from pipeline.quality.testset import speech_like
+
+    rng = np.random.default_rng(0)
+    clips = [speech_like(rng, f0_hz=rng.uniform(90, 240), tract=rng.uniform(0.85, 1.2), seconds=seconds) for _ in range(n_clips)]
+    fset = build_feature_set(FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}}), SR)
+    cfg = QualityConfig()
+    best = {"log_mel": np.inf, "quality": np.inf}
+    for _ in range(repeats):
+        for name in ("log_mel", "quality"):
+            t0 = time.perf_counter()
+            for y in clips:
+                fset.compute(y) if name == "log_mel" else measure(y, y, SR, cfg)
+            best[name] = min(best[name], (time.perf_counter() - t0) / n_clips)
+    return {
+        "clips": n_clips, "clip_seconds": seconds,
+        "log_mel_ms_per_clip": best["log_mel"] * 1e3, "quality_ms_per_clip": best["quality"] * 1e3,
+        "ratio": best["quality"] / best["log_mel"], "target_ratio": 0.10,
+    }
+
+
+def bench_duplicates(speakers: int, clips: int) -> dict:
+    from pipeline.quality.analyze import measure
+    from pipeline.quality.config import DuplicatesConfig, QualityConfig
+    from pipeline.quality.duplicates import clusters, pack, reduce_bucket, write_fingerprints
+    from pipeline.quality.testset import make_set
+    from pipeline.store.location import StoreLocation
+
+    items = make_set(speakers, clips, seed=2026)
+    out: dict = {"speakers": speakers, "clips_per_speaker": clips, "items": len(items), "by_threshold": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        loc = StoreLocation(tmp)
+        ms = [measure(y, y, SR, QualityConfig()) for _, _, y in items]
+        write_fingerprints(loc, "p0", pack([c for c, _, _ in items], [m.pcm_hash for m in ms], [m.codes for m in ms], [m.keys for m in ms],
+                                           ms[0].frame_seconds))
+        truth = {p for k, g in itertools.groupby(sorted(range(len(items)), key=lambda i: items[i][1]), key=lambda i: items[i][1])
+                 for p in itertools.combinations(sorted(g), 2)}
+        index_of = {("p0", c): i for i, (c, _, _) in enumerate(items)}
+        for thr in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85):
+            found = clusters(reduce_bucket(loc, ["p0"], 0, 1, DuplicatesConfig(similarity=thr)), index_of)
+            pairs = {p for c in found for p in itertools.combinations(c, 2)}
+            tp = len(pairs & truth)
+            per_transform = {}
+            for cid, cl, _ in items:
+                if "~" in cid:
+                    t = cid.split("~")[1]
+                    i, j = next(k for k, it in enumerate(items) if it[0] == cl), next(k for k, it in enumerate(items) if it[0] == cid)
+                    per_transform.setdefault(t, []).append((min(i, j), max(i, j)) in pairs)
+            out["by_threshold"][str(thr)] = {
+                "precision": tp / len(pairs) if pairs else 1.0, "recall": tp / len(truth), "true_pairs": len(truth), "found_pairs": len(pairs),
+                "recall_per_transform": {t: float(np.mean(v)) for t, v in per_transform.items()},
+            }
+    return out
+
+
+def _synthetic_partition(args) -> None:
+    """Write one partition file of random fingerprints; every 100th row a noisy copy of the row before."""
+    from pipeline.quality.duplicates import pack, write_fingerprints
+    from pipeline.quality.fingerprint import sketch
+    from pipeline.store.location import StoreLocation
+
+    root, k, n, frames = args
+    rng = np.random.default_rng(k)
+    ids, pcm, codes, keys = [], [], [], []
+    prev = None
+    for i in range(n):
+        if i % 100 == 1 and prev is not None:
+            c = prev ^ (rng.random((prev.size, 16)) < 0.1).astype(np.int32).dot(1 << np.arange(16)).astype(np.int32)
+        else:
+            c = rng.integers(0, 1 << 16, frames, dtype=np.int32)
+        prev = c
+        ids.append(f"{k:04d}-{i:05d}")
+        pcm.append(f"{rng.integers(0, 2**63):016x}")
+        codes.append(c)
+        keys.append(sketch(c))
+    write_fingerprints(StoreLocation(root), f"p{k:05d}", pack(ids, pcm, codes, keys, 0.016))
+
+
+def _reduce(args):
+    from pipeline.quality.config import DuplicatesConfig
+    from pipeline.quality.duplicates import reduce_bucket
+    from pipeline.store.location import StoreLocation
+
+    root, ids, b, n = args
+    tracemalloc.start()
+    edges = reduce_bucket(StoreLocation(root), ids, b, n, DuplicatesConfig())
+    peak = tracemalloc.get_traced_memory()[1]
+    return edges, peak
+
+
+def bench_driver_memory(files: int, per_partition: int, frames: int, workers: int) -> dict:
+    import psutil
+
+    from pipeline.quality.duplicates import clusters
+
+    n_parts = -(-files // per_partition)
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(workers) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(_synthetic_partition, [(tmp, k, per_partition, frames) for k in range(n_parts)]))
+        gen_s = time.perf_counter() - t0
+        ids = [f"p{k:05d}" for k in range(n_parts)]
+        n_buckets = max(2, workers)
+        rss0 = psutil.Process().memory_info().rss
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        edges, reducer_peaks = [], []
+        for e, peak in pool.map(_reduce, [(tmp, ids, b, n_buckets) for b in range(n_buckets)]):
+            edges.extend(e)
+            reducer_peaks.append(peak)
+        index_of = {(e.a[0], e.a[1]): 0 for e in edges[:0]}
+        index_of = {}
+        for e in edges:
+            for key in (e.a, e.b):
+                index_of.setdefault(key, len(index_of))
+        found = clusters(edges, index_of)
+        reduce_s = time.perf_counter() - t0
+        driver_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rss1 = psutil.Process().memory_info().rss
+        disk = sum(f.stat().st_size for f in pathlib.Path(tmp, "_quality").iterdir())
+    planted = sum(1 for k in range(n_parts) for i in range(per_partition) if i % 100 == 1)
+    return {
+        "files": n_parts * per_partition, "partitions": n_parts, "frames_per_file": frames, "buckets": n_buckets, "workers": workers,
+        "fingerprint_files_mb": disk / 2**20, "generate_seconds": gen_s, "reduce_seconds": reduce_s,
+        "planted_copies": planted, "clusters_found": len(found), "edges": len(edges),
+        "driver_python_peak_mb": driver_peak / 2**20, "driver_rss_growth_mb": (rss1 - rss0) / 2**20,
+        "reducer_python_peak_mb": [p / 2**20 for p in reducer_peaks],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--speakers", type=int, default=20)
+    ap.add_argument("--clips-per-speaker", type=int, default=5)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--per-partition", type=int, default=500)
+    ap.add_argument("--frames", type=int, default=300, help="fingerprint frames per synthetic file (300 = 4.8 s)")
+    ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    set_one_thread()
+    result = {"env": env_info()}
+    result["cost"] = bench_cost(args.clips, args.seconds, args.repeats)
+    print(json.dumps(result["cost"], indent=1), flush=True)
+    result["duplicates"] = bench_duplicates(args.speakers, args.clips_per_speaker)
+    print(json.dumps(result["duplicates"]["by_threshold"], indent=1), flush=True)
+    result["driver_memory"] = bench_driver_memory(args.files, args.per_partition, args.frames, args.workers)
+    print(json.dumps(result["driver_memory"], indent=1), flush=True)
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
