@@ -30,7 +30,8 @@ def generated():
     return make_set(4, 4, seed=11)
 
 
-def _index(tmp_path, items, partitions: int, n_buckets: int, cfg=DuplicatesConfig()):
+def _index(tmp_path, items, partitions: int, n_buckets: int, cfg: DuplicatesConfig | None = None):
+    cfg = cfg or DuplicatesConfig()
     loc = StoreLocation(str(tmp_path / "idx"))
     pids = [f"p{k:03d}" for k in range(partitions)]
     for k, pid in enumerate(pids):

@@ -1,9 +1,9 @@
 """``audioprep report``: PNG figures about a store and one offline HTML page that embeds them.
 
 Sections: class balance, durations, spectrograms, augmented copies beside their source,
-summary-feature distributions, rejects. A section that does not apply to a store (no
-augmented copies, no summaries, no rejects, no feature with several bins per frame) stays
-on the page with one sentence saying why.
+summary-feature distributions, quality metrics and duplicate clusters (quality_page),
+rejects. A section that does not apply to a store (no augmented copies, no summaries, no
+rejects, no feature with several bins per frame) stays on the page with one sentence saying why.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (the Agg canvas, no pyplot and
 so no global state); the page embeds each PNG as a data URI, has no script, and loads
@@ -264,6 +264,7 @@ def markdown_report(url: str, *, out: str = "report", version: int | None = None
 def _build(url: str, out: str, *, version: int | None, storage_options: dict[str, Any] | None) -> tuple[str, dict[str, Any], list[Section]]:
     from pipeline.report.export import table_columns
     from pipeline.report.inspect import describe
+    from pipeline.report.quality_page import quality_sections
     from pipeline.store.reader import open_dataset
 
     folder = pathlib.Path(out)
@@ -281,6 +282,7 @@ def _build(url: str, out: str, *, version: int | None, storage_options: dict[str
         _spectrograms(ds, folder),
         _copies(ds, folder),
         _summaries(lambda: table_columns(url, "summaries", version=info["version"], storage_options=storage_options), ds.feature_names, folder),
+        *quality_sections(ds, folder),
         _rejects(table_columns(url, "rejects", version=info["version"], storage_options=storage_options)),
     ]
     title = f"audioprep report: {info.get('dataset')} (version {info['version']})"

@@ -12,6 +12,9 @@ from pipeline.errors import StoreError
 from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, read_meta, read_state
 
+#: ``inspect`` warns on a split with more than this share of flagged examples
+FLAGGED_WARN_FRACTION = 0.05
+
 
 def describe(url: str, *, version: int | None = None, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     loc = StoreLocation(url, dict(storage_options or {}))
@@ -82,6 +85,11 @@ def _warnings(meta: dict[str, Any], counts: dict[str, Counter], state) -> list[s
             got = sum(counts.get(split, {}).values()) / total
             if abs(got - want) > max(0.1, 0.5 * want):
                 out.append(f"split {split} holds {got:.0%} of examples, requested {want:.0%}")
+    from pipeline.report.quality_page import flagged_share
+
+    for split, share in sorted(flagged_share(state.table).items()):
+        if share > FLAGGED_WARN_FRACTION:
+            out.append(f"split {split}: {share:.0%} of examples are flagged (quality or duplicate flags); see `audioprep report`")
     n_rej = len(state.rejects)
     if total and n_rej / (total + n_rej) > 0.05:
         out.append(f"{n_rej} files rejected ({n_rej / (total + n_rej):.0%}); see the rejects table")
