@@ -63,9 +63,7 @@ def frame_levels_dbfs(y: np.ndarray, frame: int) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     k = -(-n // frame)
-    pad = np.zeros(k * frame, dtype=np.float64)
-    pad[:n] = y
-    sq = np.square(pad).reshape(k, frame).sum(axis=1)
+    sq = np.add.reduceat(np.square(y, dtype=np.float64), np.arange(0, n, frame))
     counts = np.full(k, float(frame))
     counts[-1] = n - (k - 1) * frame
     ms = sq / counts
