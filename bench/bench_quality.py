@@ -76,6 +76,24 @@ def bench_duplicates(speakers: int, clips: int) -> dict:
         truth = {p for k, g in itertools.groupby(sorted(range(len(items)), key=lambda i: items[i][1]), key=lambda i: items[i][1])
                  for p in itertools.combinations(sorted(g), 2)}
         index_of = {("p0", c): i for i, (c, _, _) in enumerate(items)}
+        # the margin: copies' lowest similarity to their original, distinct clips' highest (same speaker)
+        from pipeline.quality.fingerprint import similarity
+
+        cfg = DuplicatesConfig()
+        max_off = int(round(cfg.max_offset_seconds / ms[0].frame_seconds))
+        sim = {}
+        by_id = {c: i for i, (c, _, _) in enumerate(items)}
+        for i, (cid, cl, _) in enumerate(items):
+            if "~" in cid:
+                t = cid.split("~")[1]
+                v = similarity(ms[by_id[cl]].codes, ms[i].codes, max_offset=max_off, min_overlap=cfg.min_overlap)
+                sim.setdefault(t, []).append(v)
+        originals = [i for i, (c, _, _) in enumerate(items) if "~" not in c]
+        distinct = [similarity(ms[i].codes, ms[j].codes, max_offset=max_off, min_overlap=cfg.min_overlap)
+                    for i, j in itertools.combinations(originals, 2) if items[i][0].split("_")[0] == items[j][0].split("_")[0]]
+        out["copy_similarity_min"] = {t: float(np.min(v)) for t, v in sim.items()}
+        out["same_speaker_distinct_similarity_max"] = float(np.max(distinct))
+        out["same_speaker_distinct_pairs"] = len(distinct)
         for thr in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85):
             found = clusters(reduce_bucket(loc, ["p0"], 0, 1, DuplicatesConfig(similarity=thr)), index_of)
             pairs = {p for c in found for p in itertools.combinations(c, 2)}
@@ -147,8 +165,7 @@ def bench_driver_memory(files: int, per_partition: int, frames: int, workers: in
         for e, peak in pool.map(_reduce, [(tmp, ids, b, n_buckets) for b in range(n_buckets)]):
             edges.extend(e)
             reducer_peaks.append(peak)
-        index_of = {(e.a[0], e.a[1]): 0 for e in edges[:0]}
-        index_of = {}
+        index_of: dict = {}
         for e in edges:
             for key in (e.a, e.b):
                 index_of.setdefault(key, len(index_of))
@@ -186,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     result["cost"] = bench_cost(args.clips, args.seconds, args.repeats)
     print(json.dumps(result["cost"], indent=1), flush=True)
     result["duplicates"] = bench_duplicates(args.speakers, args.clips_per_speaker)
-    print(json.dumps(result["duplicates"]["by_threshold"], indent=1), flush=True)
+    d = result["duplicates"]
+    print(json.dumps({k: d[k] for k in ("copy_similarity_min", "same_speaker_distinct_similarity_max")}, indent=1), flush=True)
+    print(json.dumps({t: (v["precision"], v["recall"]) for t, v in d["by_threshold"].items()}), flush=True)
     result["driver_memory"] = bench_driver_memory(args.files, args.per_partition, args.frames, args.workers)
     print(json.dumps(result["driver_memory"], indent=1), flush=True)
     pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

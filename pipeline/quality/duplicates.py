@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -94,30 +94,29 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
 
     Exact PCM matches are edges of similarity 1.0 (every member linked to the first);
     near matches are pairs sharing a sketch key, verified with
-    :func:`pipeline.quality.fingerprint.similarity` against ``cfg.similarity``.
+    :func:`pipeline.quality.fingerprint.similarity` against ``cfg.similarity`` at the offsets
+    their shared keys imply. Each partition file is read twice at most: once for its keys,
+    once for the fingerprints of the rows that have a candidate.
     """
     exact: dict[int, list[tuple[int, int]]] = defaultdict(list)
     near: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # keys, part, row, frame
+    ids: dict[int, np.ndarray] = {}
     frame_seconds = 0.0
     for p, pid in enumerate(partition_ids):
         z = read_fingerprints(loc, pid)
         if z is None:
             continue
+        ids[p] = z["ids"]
         frame_seconds = float(z["frame_seconds"])
-        sel = np.flatnonzero(_bucket_of(z["pcm"], n_buckets) == bucket)
-        for r in sel:
+        for r in np.flatnonzero(_bucket_of(z["pcm"], n_buckets) == bucket):
             exact[int(z["pcm"][r])].append((p, int(r)))
         if cfg.near:
             sel = np.flatnonzero(_bucket_of(z["keys"], n_buckets) == bucket)
             near.append((z["keys"][sel], np.full(sel.size, p, np.int32), z["key_rows"][sel], z["key_frames"][sel]))
-    ids_cache: dict[int, np.ndarray] = {}
+        del z
 
     def name(p: int, r: int) -> tuple[str, str]:
-        if p not in ids_cache:
-            z = read_fingerprints(loc, partition_ids[p])
-            assert z is not None
-            ids_cache[p] = z["ids"]
-        return partition_ids[p], str(ids_cache[p][r])
+        return partition_ids[p], str(ids[p][r])
 
     edges: list[Edge] = []
     linked: set[tuple[tuple[int, int], tuple[int, int]]] = set()
@@ -131,17 +130,16 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
     part = np.concatenate([n[1] for n in near])
     row = np.concatenate([n[2] for n in near])
     frame = np.concatenate([n[3] for n in near])
+    del near
     order = np.argsort(keys, kind="stable")
     keys, part, row, frame = keys[order], part[order], row[order], frame[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], keys.size]
-    # candidate pairs with the offsets their shared keys imply
+    sizes = np.diff(np.r_[starts, keys.size])
+    # only keys shared by 2..MAX_BUCKET clips make candidates (a Python loop over those few)
     offsets: dict[tuple[tuple[int, int], tuple[int, int]], set[int]] = defaultdict(set)
-    for s, e in zip(starts, ends):
-        if e - s < 2 or e - s > MAX_BUCKET:
-            continue
-        for i in range(s, e):
-            for j in range(i + 1, e):
+    for s, n in zip(starts[(sizes >= 2) & (sizes <= MAX_BUCKET)], sizes[(sizes >= 2) & (sizes <= MAX_BUCKET)]):
+        for i in range(s, s + n):
+            for j in range(i + 1, s + n):
                 a, b = (int(part[i]), int(row[i])), (int(part[j]), int(row[j]))
                 if a == b:
                     continue
@@ -149,36 +147,31 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
                 if b < a:
                     a, b, fa, fb = b, a, fb, fa
                 offsets[(a, b)].add(fb - fa)
-    codes = _CodeCache(loc, partition_ids)
+    del keys, part, row, frame
+    pending = {pair: offs for pair, offs in offsets.items() if pair not in linked}
+    codes = _needed_codes(loc, partition_ids, {m for pair in pending for m in pair})
     max_offset = int(round(cfg.max_offset_seconds / frame_seconds)) if frame_seconds else 0
-    for (a, b), offs in sorted(offsets.items()):
-        if (a, b) in linked:
-            continue
+    for (a, b), offs in sorted(pending.items()):
         tries = sorted({o + d for o in offs for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1)})
-        sim = similarity(codes.get(*a), codes.get(*b), max_offset=max_offset, min_overlap=cfg.min_overlap, offsets=tries)
+        sim = similarity(codes[a], codes[b], max_offset=max_offset, min_overlap=cfg.min_overlap, offsets=tries)
         if sim >= cfg.similarity:
             edges.append(Edge(name(*a), name(*b), round(sim, 4)))
     return edges
 
 
-class _CodeCache:
-    """Fingerprint codes of a few partitions at a time (a reducer touches the partitions of its
-    candidates, in sorted order)."""
-
-    def __init__(self, loc: StoreLocation, partition_ids: list[str], size: int = 8):
-        self.loc, self.ids, self.size = loc, partition_ids, size
-        self.files: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
-
-    def get(self, p: int, r: int) -> np.ndarray:
-        if p not in self.files:
-            z = read_fingerprints(self.loc, self.ids[p])
-            assert z is not None
-            self.files[p] = {"codes": z["codes"], "code_offsets": z["code_offsets"]}
-            if len(self.files) > self.size:
-                self.files.popitem(last=False)
-        self.files.move_to_end(p)
-        f = self.files[p]
-        return f["codes"][f["code_offsets"][r] : f["code_offsets"][r + 1]]
+def _needed_codes(loc: StoreLocation, partition_ids: list[str], rows: set[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """The fingerprint codes of ``rows`` (``(partition index, row)``), one read per partition."""
+    by_part: dict[int, list[int]] = defaultdict(list)
+    for p, r in rows:
+        by_part[p].append(r)
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for p, rs in sorted(by_part.items()):
+        z = read_fingerprints(loc, partition_ids[p])
+        assert z is not None
+        off = z["code_offsets"]
+        for r in rs:
+            out[(p, r)] = z["codes"][off[r] : off[r + 1]].copy()
+    return out
 
 
 def clusters(edges: Iterable[Edge], index_of: dict[tuple[str, str], int]) -> list[list[int]]:
@@ -208,7 +201,7 @@ def clusters(edges: Iterable[Edge], index_of: dict[tuple[str, str], int]) -> lis
 
 
 #: sketch keys (with their row and frame: 16 bytes) one reducer holds at most, about
-REDUCER_KEY_BYTES = 256 * 2**20
+REDUCER_KEY_BYTES = 128 * 2**20
 
 
 def reduction_inputs(plan) -> tuple[list[str], int]:
