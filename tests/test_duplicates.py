@@ -179,3 +179,14 @@ def test_manifest_forcing_copies_into_two_splits_is_an_error(generated, tmp_path
     text = str(exc.value)
     assert "cannot be placed in one split" in text
     assert f"d:{names[0]} (train, forced by manifest)" in text and f"d:{names[1]} (test, forced by manifest)" in text
+
+
+def test_measure_false_skips_metrics_and_duplicates(generated, tmp_path):
+    audio = tmp_path / "audio"
+    cid, _, y = generated[0]
+    _write_set(audio, [(cid, cid, y), (cid + "~again", cid, y)])
+    cat = _catalog(tmp_path, audio, quality={"measure": False})
+    summary = steps.run_catalog(load_catalog(cat))
+    state = read_state(StoreLocation(str(tmp_path / "s.zarr")))
+    assert summary["duplicate_clusters"] == 0 and summary["examples"] == 2
+    assert all(np.isnan(r["snr_db"]) and r["pcm_hash"] == "" and r["cluster"] == "" for r in state.table)

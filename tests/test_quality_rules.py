@@ -81,3 +81,10 @@ def test_quality_defaults_keep_the_store_fingerprint(tmp_path):
     fp = [fingerprint(c, make_run_layout(c)) for c in (plain, explicit, ruled)]
     assert fp[0] == fp[1] != fp[2]
     assert settings_changed(plain.redacted, ruled.redacted) == ["quality.reject_if: (default) -> snr_db < 5"]
+
+
+def test_rules_need_the_metrics(tmp_path):
+    cat = base_catalog(tmp_path, tmp_path / "s.zarr", quality={"measure": False, "reject_if": "snr_db < 5"})
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(cat)
+    assert "quality: reject_if / flag_if read the metrics: remove them, or set measure: true" in str(exc.value)

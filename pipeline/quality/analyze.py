@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.quality.config import QualityConfig
 from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
-from pipeline.quality.loudness import integrated_loudness
+from pipeline.quality.loudness import spectral_loudness
 from pipeline.quality.metrics import (
     activity_fractions,
     bandwidth_hz,
@@ -61,7 +61,7 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
     metrics = {
         "peak_dbfs": peak_dbfs(y_decoded),
         "rms_dbfs": rms_dbfs(y),
-        "loudness_lufs": integrated_loudness(y, sample_rate),
+        "loudness_lufs": spectral_loudness(spectra.power, spectra.freqs_hz, spectra.hop, spectra.n_fft, sample_rate),
         "dc_offset": dc_offset(y),
         "clipping_fraction": clipping_fraction(y_decoded),
         "speech_fraction": speech,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.quality.rules import RuleError, parse_rule
 
@@ -37,6 +37,10 @@ class Thresholds(_Model):
 
 
 class QualityConfig(_Model):
+    measure: bool = True
+    """Measure every example and fingerprint it for duplicates (docs/quality.md: about as
+    much compute per clip as decoding, resampling and a log-mel together). ``false``: the
+    metric columns stay NaN and no duplicate is found."""
     vad: Vad = Vad()
     flags: Thresholds = Thresholds()
     bandwidth_floor_db: float = Field(60.0, gt=0, le=150)
@@ -56,6 +60,12 @@ class QualityConfig(_Model):
             except RuleError as exc:
                 raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _rules_need_metrics(self) -> QualityConfig:
+        if not self.measure and (self.reject_if or self.flag_if):
+            raise ValueError("reject_if / flag_if read the metrics: remove them, or set measure: true")
+        return self
 
     @field_validator("vad")
     @classmethod

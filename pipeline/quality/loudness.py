@@ -8,9 +8,10 @@ of BS.1770 at 48 kHz to 1e-8 (tests/test_quality_metrics.py checks them).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
-from scipy.signal import sosfilt
+from scipy.signal import sosfilt, sosfreqz
 
 #: returned for a clip with no block above the absolute gate (or shorter than one block)
 LOUDNESS_FLOOR_LUFS = -200.0
@@ -76,3 +77,49 @@ def integrated_loudness(y: np.ndarray, sample_rate: int, channel_weights: tuple[
     relative = -0.691 + 10.0 * math.log10(power[keep].mean()) + RELATIVE_GATE_LU
     keep &= lk > relative
     return float(-0.691 + 10.0 * math.log10(power[keep].mean()))
+
+
+def spectral_loudness(power: np.ndarray, freqs_hz: np.ndarray, hop: int, n_fft: int, sample_rate: int) -> float:
+    """:func:`integrated_loudness` of a mono clip from its short-time power spectrum.
+
+    ``power`` (n_frames, n_bins) is scaled so each frame's bins sum to its mean square (as
+    :func:`pipeline.quality.metrics.spectral_frames` does). K-weighting is applied as the two
+    biquads' squared magnitude response per bin; a 400 ms block's mean square is the mean of
+    the K-weighted frames whose centres fall in it; the gates are those of BS.1770. About
+    20 times cheaper than filtering the samples. Steady signals read the same (the EBU
+    reference tone within 0.1 LU); on bursty speech-like clips of 2-6 s the mean difference
+    is under 0.1 LU and single clips differ by up to about 0.7 LU, where 128 ms frames stand
+    for the samples at a gated block's edges (tests/test_quality_metrics.py).
+    """
+    if power.shape[0] == 0:
+        return LOUDNESS_FLOOR_LUFS
+    z = power @ _k_gain(sample_rate, freqs_hz.size, float(freqs_hz[1]) if freqs_hz.size > 1 else 1.0)
+    block = int(round(BLOCK_SECONDS * sample_rate))
+    step = int(round(STEP_SECONDS * sample_rate))
+    n = (power.shape[0] - 1) * hop + n_fft
+    if n < block:
+        return LOUDNESS_FLOOR_LUFS
+    centres = np.arange(power.shape[0]) * hop + n_fft // 2
+    starts = np.arange(0, n - block + 1, step)
+    lo = np.searchsorted(centres, starts)
+    hi = np.searchsorted(centres, starts + block)
+    c = np.concatenate([[0.0], np.cumsum(z)])
+    count = hi - lo
+    ok = count > 0
+    power_b = (c[hi[ok]] - c[lo[ok]]) / count[ok]
+    with np.errstate(divide="ignore"):
+        lk = -0.691 + 10.0 * np.log10(power_b)
+    keep = lk > ABSOLUTE_GATE_LUFS
+    if not keep.any():
+        return LOUDNESS_FLOOR_LUFS
+    relative = -0.691 + 10.0 * math.log10(power_b[keep].mean()) + RELATIVE_GATE_LU
+    keep &= lk > relative
+    return float(-0.691 + 10.0 * math.log10(power_b[keep].mean()))
+
+
+@lru_cache(maxsize=8)
+def _k_gain(sample_rate: int, n_bins: int, bin_hz: float) -> np.ndarray:
+    (sb, sa), (hb, ha) = k_weighting(sample_rate)
+    f = np.arange(n_bins) * bin_hz
+    _, h = sosfreqz(np.array([np.r_[sb, sa], np.r_[hb, ha]]), worN=f, fs=sample_rate)
+    return (np.abs(h) ** 2).astype(np.float32)

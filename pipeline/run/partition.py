@@ -171,15 +171,17 @@ def process_partition(
                             it.rel_path, "limits", f"{y.shape[0]} samples at {sr} Hz is shorter than one analysis window (n_fft={min_samples})"
                         )
                     seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
-                    # quality: measured on the original only (copies carry their source's values)
-                    q = measure(y_mono, y, sr, ctx.quality)
-                    values = rule_values(q.metrics, sample_rate=sr, duration_seconds=y.shape[0] / sr, sample_rate_original=sr_in, channels=channels)
-                    why = rejected_by(values, ctx.quality)
-                    if why:
-                        raise QualityRejected(it.rel_path, "quality", why if len(segments) == 1 else f"segment {k}: {why}")
-                    measured.append((seg_id, q))
-                    extra = {**q.metrics, "pcm_hash": q.pcm_hash}
-                    qflags = quality_flags(values, ctx.quality)
+                    extra: dict[str, Any] = {}
+                    qflags: list[str] = []
+                    if ctx.quality.measure:  # on the original only (copies carry their source's values)
+                        q = measure(y_mono, y, sr, ctx.quality)
+                        values = rule_values(q.metrics, sample_rate=sr, duration_seconds=y.shape[0] / sr, sample_rate_original=sr_in, channels=channels)
+                        why = rejected_by(values, ctx.quality)
+                        if why:
+                            raise QualityRejected(it.rel_path, "quality", why if len(segments) == 1 else f"segment {k}: {why}")
+                        measured.append((seg_id, q))
+                        extra = {**q.metrics, "pcm_hash": q.pcm_hash}
+                        qflags = quality_flags(values, ctx.quality)
                     for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated, extra_flags=qflags):
                         out_rows.append({**row, **extra, "start_seconds": start_frame / sr_in})
                 need = len(out_rows) if dense else sum(r["length"] for r in out_rows)
