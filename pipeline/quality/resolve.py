@@ -114,7 +114,8 @@ def apply_duplicates(
                 for j in extra:
                     keep[j] = False
                 rejects.append({
-                    "id": r.get("file_id") or r["id"], "source": r["source"], "path": r["path"], "content_key": r["content_key"],
+                    "id": r.get("file_id") or r["id"], "source": r["source"], "path": r["path"], "path_bytes": r.get("path_bytes", ""),
+                    "content_key": r["content_key"],
                     "stage": "duplicate", "error_class": "Duplicate",
                     "message": f"{r['path']}: a copy of {rows[rep]['source']}:{rows[rep]['path']} (duplicates.policy: drop_copies)"[:500],
                     "version_added": version,
