@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import pathlib
 
 import numpy as np
@@ -190,3 +191,42 @@ def test_measure_false_skips_metrics_and_duplicates(generated, tmp_path):
     state = read_state(StoreLocation(str(tmp_path / "s.zarr")))
     assert summary["duplicate_clusters"] == 0 and summary["examples"] == 2
     assert all(np.isnan(r["snr_db"]) and r["pcm_hash"] == "" and r["cluster"] == "" for r in state.table)
+
+
+def test_overwrite_deletes_a_store_with_its_duplicate_index(generated, tmp_path):
+    from pipeline.store.verify import delete_store, unknown_entries, verify_store
+
+    audio = tmp_path / "audio"
+    _write_set(audio, [g for g in generated if g[1] == "spk01_utt00"][:2])
+    steps.run_catalog(load_catalog(_catalog(tmp_path, audio)))
+    loc = StoreLocation(str(tmp_path / "s.zarr"))
+    assert (tmp_path / "s.zarr" / "_quality").is_dir()
+    assert verify_store(loc).ok
+    assert unknown_entries(loc, read_state(loc).meta) == []
+    (tmp_path / "s.zarr" / "_quality" / "stray.txt").write_text("x")
+    assert unknown_entries(loc, read_state(loc).meta) == ["_quality/stray.txt"]
+    (tmp_path / "s.zarr" / "_quality" / "stray.txt").unlink()
+    assert "_quality" in delete_store(loc) and not (tmp_path / "s.zarr").exists()
+
+
+def test_a_forced_member_pulls_its_cluster_and_the_store_verifies(generated, tmp_path):
+    from pipeline.store.verify import verify_store
+
+    items = [g for g in generated if g[1] == "spk03_utt00"] + [g for g in generated if g[1] in ("spk03_utt01", "spk03_utt02")]
+    audio = tmp_path / "audio"
+    _write_set(audio, items)
+    forced = "spk03_utt00-gain_minus6.wav"
+    (tmp_path / "m.csv").write_text(f"path,split\n{forced},val\n")
+    cat = _catalog(tmp_path, audio, source={"manifest": str(tmp_path / "m.csv")})
+    summary = steps.run_catalog(load_catalog(cat))
+    assert summary["duplicate_clusters"] == 1
+    loc = StoreLocation(str(tmp_path / "s.zarr"))
+    state = read_state(loc)
+    members = [r for r in state.table if r["copy"] == 0 and r["cluster"]]
+    assert len(members) == 6 and {r["split"] for r in members} == {"val"}
+    ids = {r["id"] for r in members}
+    assert not [r for r in state.table if r["parent"] in ids]  # val has no augmented copies: those planned in train were dropped
+    planned = {r["id"]: r["split"] for p in (tmp_path / "s.zarr" / "_partitions").glob("*.json")
+               for r in json.loads(p.read_text())["rows"] if r["copy"] == 0}
+    assert "train" in {planned[i] for i in ids}  # the case is exercised: a member was planned in train, with a copy
+    assert verify_store(loc).ok

@@ -206,7 +206,7 @@ def verify_store(loc: StoreLocation, version: int | None = None) -> VerifyResult
 # --- delete (run --overwrite) -------------------------------------------------------------
 
 #: What a store holds at its root. Anything else is not ours to delete.
-ROOT_ENTRIES = ("zarr.json", "features", "tables", "_partitions", LOCK_PATH)
+ROOT_ENTRIES = ("zarr.json", "features", "tables", "_partitions", "_quality", LOCK_PATH)
 _SIDE = re.compile(rf"^({re.escape(LOCK_PATH)}\.(stale-\d+|probe-\d+-\w+|takeover-\w+)|.*\.tmp-\d+)$")
 _VERSION_DIR = re.compile(r"^v\d{5}$")
 
@@ -227,6 +227,7 @@ def unknown_entries(loc: StoreLocation, meta: dict[str, Any]) -> list[str]:
     out += [f"features/{n}" for n in _names(fs, join(root, "features")) if n != "zarr.json" and n not in features]
     out += [f"tables/{n}" for n in _names(fs, join(root, "tables")) if n != "zarr.json" and not _VERSION_DIR.match(n)]
     out += [f"_partitions/{n}" for n in _names(fs, join(root, "_partitions")) if not (n.endswith(".json") or _SIDE.match(n))]
+    out += [f"_quality/{n}" for n in _names(fs, join(root, "_quality")) if not (n.endswith(".npz") or _SIDE.match(n))]  # duplicate index input
     return out
 
 
