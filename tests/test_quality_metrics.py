@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -131,6 +133,7 @@ def test_measure_and_flags():
     quiet = np.concatenate([narrow[:SR] * 0.001, np.zeros(20 * SR, np.float32)])
     m3 = measure(quiet, quiet, SR, cfg)
     assert "mostly_silent" in quality_flags(rule_values(m3.metrics, sample_rate=SR), cfg)
+    assert m.pcm_hash == hashlib.blake2b(narrow.astype(np.float32).tobytes(), digest_size=16).hexdigest()
     assert len(m.pcm_hash) == 32 and m.pcm_hash != m2.pcm_hash and m.codes.dtype == np.int32 and m.keys[0].size > 0
     # a custom flag rule
     strict = QualityConfig(flag_if="loudness_lufs < -10")

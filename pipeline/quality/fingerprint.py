@@ -34,7 +34,7 @@ SKETCH_KEYS = 64
 
 def pcm_hash(y: np.ndarray) -> str:
     """Hex digest of the decoded, resampled float32 PCM: identical audio in any container."""
-    return hashlib.blake2b(np.ascontiguousarray(y, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(y, dtype=np.float32), digest_size=16).hexdigest()  # the buffer itself, not a copy
 
 
 @lru_cache(maxsize=8)
