@@ -230,3 +230,17 @@ def test_a_forced_member_pulls_its_cluster_and_the_store_verifies(generated, tmp
                for r in json.loads(p.read_text())["rows"] if r["copy"] == 0}
     assert "train" in {planned[i] for i in ids}  # the case is exercised: a member was planned in train, with a copy
     assert verify_store(loc).ok
+
+
+def test_clusters_are_found_afresh_and_the_policy_is_not_fingerprinted(generated, tmp_path):
+    audio = tmp_path / "audio"
+    cid, _, y = generated[0]
+    _write_set(audio, [(cid, cid, y), (cid + "~again", cid, y), generated[7]])
+    steps.run_catalog(load_catalog(_catalog(tmp_path, audio)))
+    loc = StoreLocation(str(tmp_path / "s.zarr"))
+    assert sum(1 for r in read_state(loc).table if r["copy"] == 0 and r["cluster"]) == 2
+    (audio / f"{cid}-again.wav").unlink()  # the copy goes: its partner is a cluster of one no more
+    steps.run_catalog(load_catalog(_catalog(tmp_path, audio, duplicates={"policy": "drop_copies", "similarity": 0.9})))
+    state = read_state(loc)
+    active = [r for r in state.table if r["copy"] == 0 and r["status"] in ("ok", "flagged")]
+    assert len(active) == 2 and all(r["cluster"] == "" and "duplicate" not in r["flags"] for r in active)

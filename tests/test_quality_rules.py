@@ -76,7 +76,8 @@ def test_quality_defaults_keep_the_store_fingerprint(tmp_path):
     from pipeline.run.planner import fingerprint, make_run_layout, settings_changed
 
     plain = parse_catalog(base_catalog(tmp_path, tmp_path / "s.zarr"))
-    explicit = parse_catalog(base_catalog(tmp_path, tmp_path / "s.zarr", quality={"vad": {"speech_dbfs": -45}}, duplicates={"policy": "keep"}))
+    explicit = parse_catalog(base_catalog(tmp_path, tmp_path / "s.zarr", quality={"vad": {"speech_dbfs": -45}},
+                                          duplicates={"policy": "drop_copies", "similarity": 0.9}))
     ruled = parse_catalog(base_catalog(tmp_path, tmp_path / "s.zarr", quality={"reject_if": "snr_db < 5"}))
     fp = [fingerprint(c, make_run_layout(c)) for c in (plain, explicit, ruled)]
     assert fp[0] == fp[1] != fp[2]

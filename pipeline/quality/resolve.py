@@ -75,6 +75,12 @@ def apply_duplicates(
     DuplicateError : ``policy: error`` and a cluster exists, or a cluster is bound to two splits.
     """
     index_of = {(r["partition"], r["id"]): i for i, r in enumerate(rows) if r["status"] in ACTIVE and r["copy"] == 0}
+    for i in index_of.values():  # clusters are found afresh over the whole store at every commit
+        r = rows[i]
+        if r.get("cluster"):
+            r["cluster"] = ""
+            r["flags"] = ",".join(f for f in str(r["flags"]).split(",") if f and f != "duplicate")
+            r["status"] = "flagged" if r["flags"] else "ok"
     found = clusters(edges, index_of)
     keep = [True] * len(rows)
     if not found:

@@ -111,7 +111,7 @@ def fingerprint(loaded: LoadedCatalog, layout: Layout) -> str:
 
 
 #: The catalog sections whose settings change the stored bytes (the fingerprint's inputs).
-FINGERPRINTED = ("audio", "features", "augment", "seed", "output.dtype", "execution.partition_seconds", "quality", "duplicates")
+FINGERPRINTED = ("audio", "features", "augment", "seed", "output.dtype", "execution.partition_seconds", "quality")
 
 
 def check_fingerprint(prev: StoreState | None, fp: str, location: StoreLocation, loaded: LoadedCatalog | None = None) -> None:
