@@ -23,7 +23,7 @@ from pipeline.config.interpolate import scrub
 from pipeline.errors import AudioDecodeError, QualityRejected
 from pipeline.features import build_feature_set
 from pipeline.features.normalize import RunningStats
-from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, resample, to_mono
+from pipeline.io.audio import decode, decode_segments, fix_length, peak_dbfs, resample, select_channels, to_mono
 from pipeline.io.fetch import fetch_many
 from pipeline.plan.partition import PartitionSpec, WorkItem
 from pipeline.quality.analyze import measure, quality_flags, rejected_by, rule_values
@@ -118,6 +118,7 @@ def process_partition(
     if ctx.bank_files:
         banks = _banks(ctx.bank_files, json.dumps(ctx.source_options, sort_keys=True, default=str), sr)
     layout = ctx.layout
+    kept = ctx.audio.kept_channels
     dense = layout.mode == "dense"
     fixed_samples = int(round(ctx.audio.clip.seconds * sr)) if dense else 0
 
@@ -163,7 +164,13 @@ def process_partition(
                 measured = []
                 for k, (start_frame, y_native) in enumerate(segments):
                     y_mono = to_mono(y_native)
-                    y = resample(y_mono, sr_in, sr)
+                    y_kept = None
+                    if kept:  # mono: false: the kept channels, resampled together; y is their mix
+                        chosen = select_channels(y_native, it.rel_path, channels=ctx.audio.channels, kept=kept, pad=ctx.audio.pad_channels)
+                        y_kept = resample(chosen, sr_in, sr)
+                        y = to_mono(y_kept)
+                    else:
+                        y = resample(y_mono, sr_in, sr)
                     if y.shape[0] < min_samples:
                         if k > 0:  # a split file's short tail: nothing to analyse
                             continue
@@ -182,7 +189,8 @@ def process_partition(
                         measured.append((seg_id, q))
                         extra = {**q.metrics, "pcm_hash": q.pcm_hash}
                         qflags = quality_flags(values, ctx.quality)
-                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated, extra_flags=qflags):
+                    for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated, extra_flags=qflags,
+                                          y_channels=y_kept):
                         out_rows.append({**row, **extra, "start_seconds": start_frame / sr_in})
                 need = len(out_rows) if dense else sum(r["length"] for r in out_rows)
                 if cursor + need > spec.capacity:
@@ -217,7 +225,9 @@ def process_partition(
                     if row["copy"] == 0 and it.split in ctx.norm_splits:
                         stats[name].update(feats[name].reshape(feats[name].shape[0], -1))
                 if fset.summary_columns():
-                    summaries.append([float(v) for v in fset.summarize(feats)])
+                    # with channels kept, the summaries are of the channel mean (docs/store-format.md)
+                    mono_feats = {k: v.mean(axis=1) for k, v in feats.items()} if kept else feats
+                    summaries.append([float(v) for v in fset.summarize(mono_feats)])
                 rows.append(
                     {
                         **row,
@@ -277,7 +287,7 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
     a = ctx.audio
     if a.long_files == "split" and it.frames > a.max_seconds * it.sample_rate:
         gen = decode_segments(data, it.rel_path, segment_seconds=a.max_seconds, max_channels=a.max_channels,
-                              max_sample_rate=a.max_source_sample_rate, mono=True)
+                              max_sample_rate=a.max_source_sample_rate, mono=not a.kept_channels)
         sr_in, channels, frames, decoder = next(gen)
         segments = list(gen)
         if not segments:
@@ -286,15 +296,20 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
         return sr_in, channels, n, segments, n < frames, decoder
     # mono block by block: one file's memory is one channel's worth, at most audio.max_seconds
     dec = decode(data, it.rel_path, max_seconds=a.max_seconds, max_channels=a.max_channels, min_seconds=a.min_seconds,
-                 max_sample_rate=a.max_source_sample_rate, mono=True)
+                 max_sample_rate=a.max_source_sample_rate, mono=not a.kept_channels)
     return dec.sample_rate, dec.channels, dec.frames, [(0, dec.y)], dec.truncated, dec.decoder
 
 
 def _featurize(
     y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int, *, truncated: bool = False,
-    extra_flags: list[str] | tuple[str, ...] = (),
+    extra_flags: list[str] | tuple[str, ...] = (), y_channels: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows (with their features under ``feats``) of one example and its augmented copies."""
+    """Rows (with their features under ``feats``) of one example and its augmented copies.
+
+    ``y`` is the (mono) example; with ``y_channels`` (n, channels) the features are of each
+    channel, ``(frames, channels, *bins)``, and every channel of a copy gets the same drawn
+    parameters: each starts from the same generator (pipeline.rng).
+    """
     sr = ctx.audio.sample_rate
     silent = peak_dbfs(y) < ctx.audio.flag_silence_dbfs
     if silent:  # `silent` says it all: what silence's SNR, band and activity read is no news
@@ -302,26 +317,20 @@ def _featurize(
     flags = ",".join([f for f, on in (("silent", silent), ("truncated", truncated)) if on] + list(extra_flags))
     out = []
     for copy in range(0, it.copies + 1):
-        drawn: list[dict[str, Any]] = []
-        yk = y
-        if copy:
-            rng = example_rng(ctx.seed, example_id, copy, "augment")
-            yk, drawn = chain.augment_waveform(y, sr, rng, banks)
-            drawn = list(drawn)
-        if fixed_samples:
-            crop_rng = example_rng(ctx.seed, example_id, copy, "crop") if ctx.audio.clip.crop == "random" else None
-            yk = fix_length(yk, fixed_samples, ctx.audio.clip.crop, crop_rng)
-        feats = fset.compute(yk)
-        if copy:
-            feats, spec_drawn = chain.augment_features(feats, rng)
-            drawn.extend(spec_drawn)
+        if y_channels is None:
+            n_samples, feats, drawn = _one_copy(y, example_id, copy, ctx, fset, chain, banks, fixed_samples)
+        else:
+            per = [_one_copy(np.ascontiguousarray(y_channels[:, c]), example_id, copy, ctx, fset, chain, banks, fixed_samples)
+                   for c in range(y_channels.shape[1])]
+            n_samples, drawn = per[0][0], per[0][2]
+            feats = {name: np.stack([p[1][name] for p in per], axis=1) for name in per[0][1]}
         out.append(
             {
                 "id": example_id if copy == 0 else f"{example_id}.{copy}",
                 "parent": "" if copy == 0 else example_id,
                 "copy": copy,
-                "duration_seconds": yk.shape[0] / sr,
-                "n_samples": int(yk.shape[0]),
+                "duration_seconds": n_samples / sr,
+                "n_samples": int(n_samples),
                 "length": int(next(iter(feats.values())).shape[0]) if feats else 0,
                 "flags": flags,
                 "augment": drawn,
@@ -329,6 +338,24 @@ def _featurize(
             }
         )
     return out
+
+
+def _one_copy(y: np.ndarray, example_id: str, copy: int, ctx: RunContext, fset, chain, banks, fixed_samples: int):
+    """``(n_samples, feats, drawn)`` of copy ``copy`` (0: the original) of mono ``y``."""
+    drawn: list[dict[str, Any]] = []
+    yk = y
+    if copy:
+        rng = example_rng(ctx.seed, example_id, copy, "augment")
+        yk, drawn = chain.augment_waveform(y, ctx.audio.sample_rate, rng, banks)
+        drawn = list(drawn)
+    if fixed_samples:
+        crop_rng = example_rng(ctx.seed, example_id, copy, "crop") if ctx.audio.clip.crop == "random" else None
+        yk = fix_length(yk, fixed_samples, ctx.audio.clip.crop, crop_rng)
+    feats = fset.compute(yk)
+    if copy:
+        feats, spec_drawn = chain.augment_features(feats, rng)
+        drawn.extend(spec_drawn)
+    return yk.shape[0], feats, drawn
 
 
 def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> dict[str, RegionWriter]:
