@@ -227,7 +227,7 @@ class Splits(_Model):
     val: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
     by: Literal["group", "example"] = "group"
-    stratify: Literal["label", "none"] = "label"
+    stratify: Literal["label", "tags", "none"] = "label"
     seed: int | None = None
     """Defaults to the catalog's top-level ``seed``."""
 

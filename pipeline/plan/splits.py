@@ -25,6 +25,8 @@ class SplitUnit:
     group: str
     label: str
     forced_split: str = ""
+    tags: tuple[str, ...] = ()
+    """Multi-label tags (``splits.stratify: tags``)."""
 
 
 def _order_key(seed: int, unit: str) -> str:
@@ -37,7 +39,7 @@ def assign_splits(
     *,
     seed: int,
     by: str = "group",
-    stratify: bool = True,
+    stratify: bool | str = True,
     previous: Mapping[str, str] | None = None,
     previous_counts: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[str, str]:
@@ -49,7 +51,9 @@ def assign_splits(
     fractions : requested share per split name (summing to 1).
     seed : orders the greedy pass; the same seed gives the same assignment.
     by : ``group`` keeps every group in one split; ``example`` splits examples freely.
-    stratify : balance each label's share per split, not only the totals.
+    stratify : balance each label's share per split, not only the totals (``True`` or
+        ``"label"``); ``"tags"``: balance every tag's share, by iterative multi-label
+        stratification (:func:`_assign_by_tags`).
     previous : group -> split already fixed (earlier runs); those groups keep it.
     previous_counts : (split, label) -> example count already in the store, so new groups
         top up the fractions of the whole dataset, not of this batch alone.
@@ -57,6 +61,8 @@ def assign_splits(
     previous = dict(previous or {})
     units = list(units)
     key_of = (lambda u: u.group) if by == "group" else (lambda u: u.example_id)
+    if stratify == "tags":
+        return _assign_by_tags(units, fractions, seed=seed, key_of=key_of, previous=previous, previous_counts=previous_counts)
     members: dict[str, list[SplitUnit]] = defaultdict(list)
     for u in units:
         members[key_of(u)].append(u)
@@ -109,6 +115,82 @@ def assign_splits(
             counts[(best, lab)] += c
         split_totals[best] += size
 
+    return {u.example_id: assignment[key_of(u)] for u in units}
+
+
+def _assign_by_tags(
+    units: list[SplitUnit],
+    fractions: Mapping[str, float],
+    *,
+    seed: int,
+    key_of,
+    previous: Mapping[str, str],
+    previous_counts: Mapping[tuple[str, str], int] | None,
+) -> dict[str, str]:
+    """Iterative stratification (Sechidis, Tsoumakas and Vlahavas, 2011) over whole groups.
+
+    Repeatedly take the tag with the fewest examples still unplaced, and place every free
+    group holding it (seeded order) in the split that most lacks that tag, ties broken by
+    the split that most lacks examples overall. Rare tags are placed first, while every
+    split still has room for them. Groups without tags fill the overall deficits last.
+    ``previous_counts`` here is ``(split, tag) -> examples`` already stored.
+    """
+    members: dict[str, list[SplitUnit]] = defaultdict(list)
+    for u in units:
+        members[key_of(u)].append(u)
+    counts: Counter[tuple[str, str]] = Counter(previous_counts or {})
+    split_totals: Counter[str] = Counter()
+    assignment: dict[str, str] = {}
+    free: list[str] = []
+    for key, us in members.items():
+        split = next((u.forced_split for u in us if u.forced_split), "") or previous.get(key, "")
+        if split:
+            assignment[key] = split
+            split_totals[split] += len(us)
+            for u in us:
+                for t in u.tags:
+                    counts[(split, t)] += 1
+        else:
+            free.append(key)
+    tag_total: Counter[str] = Counter()
+    for (_, t), n in counts.items():
+        tag_total[t] += n
+    grand_total = sum(split_totals.values()) + sum(len(members[k]) for k in free)
+    for key in free:
+        for u in members[key]:
+            tag_total.update(u.tags)
+    active = [s for s in fractions if fractions[s] > 0]
+    free.sort(key=lambda k: _order_key(seed, k))
+    group_tags = {k: Counter(t for u in members[k] for t in u.tags) for k in free}
+    unplaced: Counter[str] = Counter()
+    for k in free:
+        unplaced.update(group_tags[k])
+
+    def place(key: str, tag: str | None) -> None:
+        def want(s: str) -> tuple[float, float]:
+            overall = fractions[s] * grand_total - split_totals[s]
+            if tag is None:
+                return (overall, 0.0)
+            return (fractions[s] * tag_total[tag] - counts[(s, tag)], overall)
+
+        best = max(active, key=lambda s: (want(s), -active.index(s)))
+        assignment[key] = best
+        split_totals[best] += len(members[key])
+        for t, n in group_tags[key].items():
+            counts[(best, t)] += n
+            unplaced[t] -= n
+
+    remaining = set(free)
+    while True:
+        open_tags = [t for t, n in unplaced.items() if n > 0]
+        if not open_tags:
+            break
+        tag = min(open_tags, key=lambda t: (unplaced[t], t))
+        for key in [k for k in free if k in remaining and group_tags[k].get(tag)]:
+            place(key, tag)
+            remaining.discard(key)
+    for key in [k for k in free if k in remaining]:
+        place(key, None)
     return {u.example_id: assignment[key_of(u)] for u in units}
 
 

@@ -215,10 +215,15 @@ def build_plan(
     removed = {i for i in prev_rows if i not in seen}
 
     previous_split = prev.group_splits() if prev else {}
-    previous_counts = prev.split_label_counts(exclude=removed | replaced) if prev else Counter()
-    units = [SplitUnit(r.example_id, r.group, r.label if c.splits.stratify == "label" else "", r.split) for r in todo]
+    by_tags = c.splits.stratify == "tags"
+    if prev:
+        previous_counts = (prev.split_tag_counts if by_tags else prev.split_label_counts)(exclude=removed | replaced)
+    else:
+        previous_counts = Counter()
+    units = [SplitUnit(r.example_id, r.group, r.label if c.splits.stratify == "label" else "", r.split,
+                       tuple(json.loads(r.tags)) if by_tags and r.tags else ()) for r in todo]
     splits = assign_splits(
-        units, c.splits.fractions(), seed=c.split_seed, by=c.splits.by, stratify=c.splits.stratify == "label",
+        units, c.splits.fractions(), seed=c.split_seed, by=c.splits.by, stratify="tags" if by_tags else c.splits.stratify == "label",
         previous=previous_split, previous_counts=previous_counts,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,14 @@ class StoreState:
 
     def split_label_counts(self, exclude: set[str]) -> Counter:
         return Counter((r["split"], r["label"]) for r in self.table if r["copy"] == 0 and r["status"] in ACTIVE and r["id"] not in exclude)
+
+    def split_tag_counts(self, exclude: set[str]) -> Counter:
+        """``(split, tag) -> examples`` of the active originals (multi-label stratification)."""
+        out: Counter = Counter()
+        for r in self.table:
+            if r["copy"] == 0 and r["status"] in ACTIVE and r["id"] not in exclude and r.get("tags"):
+                out.update((r["split"], t) for t in json.loads(r["tags"]))
+        return out
 
 
 def read_state(loc: StoreLocation, version: int | None = None) -> StoreState | None:
