@@ -39,6 +39,22 @@ def render_inspect(info: dict[str, Any], console: Console) -> None:
         a = info["features"][name]
         f.add_row(name, str(tuple(a["shape"])), str(tuple(a["frame_shape"] or ())), a["dtype"], dims_text(name, a["dims"]))
     console.print(f)
+    if info.get("transcripts"):
+        tt = Table(title=f"transcripts (train vocabulary: {len(info.get('text_vocab') or [])} characters)")
+        for c in ("split", "with text", "characters", "words", "chars / s", "words / example"):
+            tt.add_column(c)
+        for split, s in info["transcripts"].items():
+            tt.add_row(split, str(s["examples_with_text"]), str(s["characters"]), str(s["words"]),
+                       f"{s['chars_per_second']:.1f}", f"{s['words_per_example']:.1f}")
+        console.print(tt)
+    if info.get("tag_counts"):
+        tg = Table(title="tags per split")
+        for c in ("split", "tag", "examples"):
+            tg.add_column(c)
+        for split, tags in info["tag_counts"].items():
+            for tag, n in tags.items():
+                tg.add_row(split, tag, str(n))
+        console.print(tg)
     console.print(f"rejected files: {info['rejects']}; flagged (kept): {info['flagged']}")
     for r in info["reject_rows"][:10]:
         console.print(f"  [yellow]{r['source']}:{r['path']}[/] [{r['stage']}] {r['error_class']}: {r['message']}")

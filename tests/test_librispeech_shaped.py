@@ -93,3 +93,27 @@ def test_transcripts_come_back_exactly_and_a_model_learns_from_them(libri, tmp_p
     pred = x @ w
     r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
     assert r2 > 0.8, r2  # speech length tracks the transcript's length
+
+
+def test_inspect_and_report_show_transcript_statistics(libri, tmp_path):
+    from pipeline.report.figures import write_report
+    from pipeline.report.inspect import describe
+
+    root, truth = libri
+    cat = {
+        "dataset": "libri-stats", "seed": 0, "output": {"store": str(tmp_path / "s.zarr")},
+        "sources": [{"name": "libri", "url": str(root), "pattern": "**/*.flac", "label": {"from": "none"},
+                     "text": {"from": "transcript_file", "pattern": "*.trans.txt", "normalize": ["lower"]}}],
+        "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 40}},
+        "splits": {"train": 1.0, "val": 0.0, "test": 0.0},
+    }
+    steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    info = describe(str(tmp_path / "s.zarr"))
+    stats = info["transcripts"]["train"]
+    assert stats["examples_with_text"] == 24
+    assert stats["characters"] == sum(len(t) for t in truth.values())
+    assert stats["words"] == sum(len(t.split()) for t in truth.values())
+    assert info["text_vocab"] == sorted({c for t in truth.values() for c in t.lower()})
+    page = write_report(str(tmp_path / "s.zarr"), out=str(tmp_path / "report"))
+    html = open(page, encoding="utf-8").read()
+    assert "Transcripts and tags" in html and f">{stats['characters']}<" in html

@@ -283,6 +283,7 @@ def _build(url: str, out: str, *, version: int | None, storage_options: dict[str
         _copies(ds, folder),
         _summaries(lambda: table_columns(url, "summaries", version=info["version"], storage_options=storage_options), ds.feature_names, folder),
         *quality_sections(ds, folder),
+        _transcripts(info),
         _rejects(table_columns(url, "rejects", version=info["version"], storage_options=storage_options)),
     ]
     title = f"audioprep report: {info.get('dataset')} (version {info['version']})"
@@ -309,6 +310,27 @@ def _overview(info: dict[str, Any]) -> Section:
         tables=[Table(("split", "examples", "augmented copies", "hours", "min / mean / max seconds"), tuple(rows)),
                 Table(("feature", "values per frame", "dtype"), feats)],
     )
+
+
+def _transcripts(info: dict[str, Any]) -> Section:
+    stats, tags = info.get("transcripts") or {}, info.get("tag_counts") or {}
+    sec = Section("transcripts", "Transcripts and tags", "Original examples only.")
+    if not stats and not tags:
+        sec.note = "No example of this store has a transcript or tags (sources[].text, sources[].tags)."
+        return sec
+    tables = []
+    if stats:
+        rows = tuple((s, str(v["examples_with_text"]), str(v["characters"]), str(v["words"]), f"{v['chars_per_second']:.1f}",
+                      f"{v['words_per_example']:.1f}") for s, v in ((s, stats[s]) for s in _splits(stats)))
+        tables.append(Table(("split", "with text", "characters", "words", "characters / s", "words / example"), rows))
+        sec.note = (f"Original examples only. Train vocabulary: {len(info.get('text_vocab') or [])} characters "
+                    f"({''.join(info.get('text_vocab') or [])!r}). Examples outside their source's characters-per-second "
+                    "bounds are flagged text_rate.")
+    if tags:
+        names = sorted({t for c in tags.values() for t in c})
+        tables.append(Table(("tag", *_splits(tags)), tuple((t, *(str(tags[s].get(t, 0)) for s in _splits(tags))) for t in names)))
+    sec.tables = tables
+    return sec
 
 
 def _splits(keys) -> list[str]:

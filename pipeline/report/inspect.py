@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import zarr
 
 from pipeline.errors import StoreError
+from pipeline.run.labels import text_stats
 from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, read_meta, read_state
 
@@ -48,6 +50,15 @@ def describe(url: str, *, version: int | None = None, storage_options: dict[str,
         for s, v in seconds.items() if v
     }
     warnings = _warnings(meta, counts, state)
+    originals = [r for r in active if r["copy"] == 0]
+    transcripts = {s: text_stats(r for r in originals if r["split"] == s) for s in sorted(counts)} if any(r.get("text") for r in originals) else {}
+    tag_counts: dict[str, Counter] = defaultdict(Counter)
+    for r in originals:
+        if r.get("tags"):
+            tag_counts[r["split"]].update(json.loads(r["tags"]))
+    text_rate = sum(1 for r in originals if "text_rate" in (r.get("flags") or "").split(","))
+    if text_rate:
+        warnings.append(f"{text_rate} example(s) flagged text_rate: their transcript's characters per second are implausible; see `audioprep report`")
     return {
         "url": url,
         "dataset": meta.get("dataset"),
@@ -67,6 +78,9 @@ def describe(url: str, *, version: int | None = None, storage_options: dict[str,
         "package_versions": meta.get("package_versions"),
         "versions": meta.get("versions", []),
         "warnings": warnings,
+        "transcripts": transcripts,
+        "text_vocab": meta.get("text_vocab") or [],
+        "tag_counts": {s: dict(sorted(c.items())) for s, c in sorted(tag_counts.items())},
     }
 
 
