@@ -120,7 +120,7 @@ def test_resumes_at_other_world_sizes_give_every_batch_exactly_once(chain, tail)
     state = prog.state(0)
     seen: list[int] = []
     for world_size, num_workers, steps in chain:
-        prog = Progress(settings, 7, 1, len(plan), {"examples": 1200}, np.arange(len(plan)), world_size, num_workers)
+        prog = Progress(settings, 7, 1, len(plan), {"examples": 1200}, np.arange(len(plan)), world_size, num_workers, tail)
         prog.resume(state)
         taken = []
         for r in range(world_size):
@@ -141,7 +141,7 @@ def test_state_is_json_and_refuses_other_settings():
     frames, _, blocks = corpus(300)
     s = BatchSettings(10)
     plan = plan_epoch(frames, blocks, s, 0, 0)
-    prog = Progress(s, 0, 0, len(plan), {"examples": 300}, np.arange(len(plan)), 2, 1)
+    prog = Progress(s, 0, 0, len(plan), {"examples": 300}, np.arange(len(plan)), 2, 1, "pad")
     state = json.loads(json.dumps(prog.state(3)))
     assert runs_to_ids(state["remaining"]).tolist() == [j for j in range(len(plan)) if not (j < 3 or 15 <= j < 18)]
     other = Progress(BatchSettings(12), 0, 0, len(plan), {"examples": 300}, np.arange(len(plan)))

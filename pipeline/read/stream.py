@@ -34,10 +34,12 @@ class Progress:
     """Global batch indices not consumed when this run started, ascending."""
     world_size: int = 1
     num_workers: int = 1
+    split: str = "keep"
+    """How the ranks' shares are evened out (``keep``, ``pad``, ``drop``; :func:`pipeline.read.plan.rank_share`)."""
 
     def state(self, steps: int) -> dict[str, Any]:
         """The resumable state after every rank took ``steps`` batches of this run (JSON-able)."""
-        used = consumed(self.remaining, self.world_size, self.num_workers, self.settings.tail, steps)
+        used = consumed(self.remaining, self.world_size, self.num_workers, self.split, steps)
         left = np.setdiff1d(self.remaining, used, assume_unique=True)
         return {
             "format": STATE_FORMAT,
@@ -133,7 +135,7 @@ class BatchStream(Iterator[dict[str, Any]]):
 
     def _part(self):
         p = self.progress
-        return assign(p.remaining, p.world_size, self.rank, p.num_workers, self.worker, p.settings.tail)
+        return assign(p.remaining, p.world_size, self.rank, p.num_workers, self.worker, p.split)
 
     # --- iteration --------------------------------------------------------------------------
     def __next__(self) -> dict[str, Any]:

@@ -189,10 +189,11 @@ class AudioDataset:
         ----------
         batch_size : examples per batch (with ``max_frames``: an optional cap).
         shuffle, seed, epoch : the order; the same (seed, epoch) gives the same batches.
-        drop_last : drop the short last batch, and the last ``L mod world_size`` batches so
-            that every rank gets as many. Otherwise, with ``world_size > 1``, the short last
-            batch is filled and short ranks get batches repeated from the epoch's start
-            (``batch["repeat"]``); with one rank, the last batch may be short.
+        drop_last : drop the short last batch, and the last ``L mod world_size`` of the ``L``
+            batches left, so that every rank gets as many. Otherwise the last batch may be
+            short, and with ``world_size > 1`` ranks with one batch less get one of the
+            epoch's first batches again (``batch["repeat"]``): DDP needs as many batches on
+            every rank.
         max_frames : duration buckets: a batch holds examples of one length bucket, as many
             as keep ``examples x longest <= max_frames`` frames.
         buckets : number of length buckets (equal-count quantiles of the examples' frames)
@@ -211,8 +212,9 @@ class AudioDataset:
         settings = self.batch_settings(batch_size, shuffle=shuffle, drop_last=drop_last, world_size=world_size,
                                        max_frames=max_frames, buckets=buckets, blocks_in_buffer=blocks_in_buffer)
         plan = self.plan_epoch(settings, seed=seed, epoch=epoch, block_bytes=block_bytes)
+        split = "drop" if drop_last else ("pad" if world_size > 1 else "keep")
         progress = Progress(settings, int(seed), int(epoch), len(plan), self._fingerprint(block_bytes),
-                            np.arange(len(plan), dtype=np.int64), int(world_size), int(num_workers))
+                            np.arange(len(plan), dtype=np.int64), int(world_size), int(num_workers), split)
         if state is not None:
             progress.resume(state)
         stream = BatchStream(plan, progress, int(rank), int(worker), lambda b: self._read_block(b, block_bytes), self._collate, prefetch)
@@ -223,7 +225,7 @@ class AudioDataset:
         """The :class:`BatchSettings` ``iter_batches`` uses for these arguments."""
         if world_size < 1:
             raise ValueError("world_size must be >= 1")
-        tail = "drop" if drop_last else ("pad" if world_size > 1 else "keep")
+        tail = "drop" if drop_last else "keep"  # the batch list never depends on the world size
         edges = bucket_edges_for(self.frames, buckets) if max_frames is not None else ()
         return BatchSettings(batch_size, max_frames, edges, bool(shuffle), int(blocks_in_buffer), tail)
 
