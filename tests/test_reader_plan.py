@@ -175,7 +175,7 @@ def test_buckets_cap_padded_frames_and_pad_little_on_1_to_20_second_clips():
     assert eff >= 0.90, eff
     # the same clips in plain batches of 16 pad far more
     plain = plan_epoch(frames, blocks, BatchSettings(16), 0, 0)
-    assert plain.padding()["padding_efficiency"] < 0.75
+    assert plain.padding()["padding_efficiency"] < 0.6  # 0.553
     # deterministic
     again = plan_epoch(frames, blocks, s, 0, 0)
     assert all(np.array_equal(x, y) for x, y in zip(plan.batches, again.batches))
