@@ -17,6 +17,7 @@ damage: the fast path never returns other numbers than zarr would.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -32,7 +33,7 @@ from pipeline.store.verify import read_rows, shard_object
 _EMPTY = np.uint64(2**64 - 1)  # index entry of an inner chunk that is not stored (fill value)
 
 
-def _fast_format(arr: zarr.Array) -> tuple[int, int, bool] | None:
+def bulk_format(arr: zarr.Array) -> tuple[int, int, bool] | None:
     """(rows per chunk, chunks per shard, inner crc32c) when ``arr`` has the layout's format, else None."""
     codecs = arr.metadata.codecs
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec) or arr.shards is None:
@@ -78,7 +79,7 @@ class RowReader:
         self.loc = loc
         self.arr = arr
         self.ids_in = ids_in
-        self.format = _fast_format(arr)
+        self.format = bulk_format(arr)
         self.dtype = np.dtype(arr.dtype).newbyteorder("<")
         self.trailing = tuple(int(n) for n in arr.shape[1:])
         self._fs, self._root = loc.fs_root()
@@ -86,6 +87,8 @@ class RowReader:
         self._lock = threading.Lock()
         self._checked: set[int] = set()
         self._blosc = Blosc()
+        self._local = not loc.remote
+        self._buffers = threading.local()  # per thread: a reusable read buffer (no fresh pages per read)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` in the storage dtype, shape ``(hi - lo, *trailing)``."""
@@ -121,13 +124,11 @@ class RowReader:
                 continue
             entries = index[c0 : c1 + 1]
             stored = entries[:, 0] != _EMPTY
-            data, base = b"", 0
+            data, base = memoryview(b""), 0
             if stored.any():
                 base = int(entries[stored, 0].min())
                 end = int((entries[stored, 0] + entries[stored, 1]).max())
-                data = self._fs.cat_file(self._path(s), start=base, end=end)
-                if len(data) != end - base:
-                    raise _Damaged(f"shard {s} is truncated")
+                data = self._range(s, base, end)
             for k, c in enumerate(range(c0, c1 + 1)):
                 r0 = s * shard_rows + c * rows  # first row of this chunk
                 ra, rb = max(a, r0), min(b, r0 + rows)
@@ -135,7 +136,7 @@ class RowReader:
                     out[ra - lo : rb - lo] = 0
                     continue
                 o, n = int(entries[k, 0]) - base, int(entries[k, 1])
-                blob = memoryview(data)[o : o + n]
+                blob = data[o : o + n]
                 if checked:
                     if google_crc32c.value(bytes(blob[:-4])) != int.from_bytes(blob[-4:], "little"):
                         raise _Damaged(f"checksum of chunk {c} of shard {s}")
@@ -147,6 +148,27 @@ class RowReader:
                     self._blosc.decode(blob, out=chunk)
                     out[ra - lo : rb - lo] = chunk[ra - r0 : rb - r0]
         return out
+
+    def _range(self, s: int, start: int, end: int) -> memoryview:
+        """Bytes ``[start, end)`` of shard ``s``: one ``cat_file`` (one GET), or for a local
+        store one ``pread`` into this thread's buffer."""
+        if not self._local:
+            data = self._fs.cat_file(self._path(s), start=start, end=end)
+            if len(data) != end - start:
+                raise _Damaged(f"shard {s} is truncated")
+            return memoryview(data)
+        buf = getattr(self._buffers, "buf", None)
+        if buf is None or len(buf) < end - start:
+            buf = self._buffers.buf = bytearray(max(end - start, 1 << 20))
+        view = memoryview(buf)[: end - start]
+        fd = os.open(self._path(s), os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [view], start)
+        finally:
+            os.close(fd)
+        if got != end - start:
+            raise _Damaged(f"shard {s} is truncated")
+        return view
 
     def _path(self, s: int) -> str:
         return f"{self._root}/{shard_object(self.arr, s)}"

@@ -237,14 +237,19 @@ class AudioDataset:
     @property
     def frames(self) -> np.ndarray:
         """(n,) frames of each example."""
-        if self.layout["mode"] == "dense":
-            return np.full(len(self), int(self.layout["frames_per_row"]), np.int64)
-        return self.table["length"].astype(np.int64)
+        if "frames" not in self._cache:
+            if self.layout["mode"] == "dense":
+                self._cache["frames"] = np.full(len(self), int(self.layout["frames_per_row"]), np.int64)
+            else:
+                self._cache["frames"] = self.table["length"].astype(np.int64)
+        return self._cache["frames"]
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Each example's first row and rows along axis 0 of the feature arrays."""
-        off = self.table["offset"].astype(np.int64)
-        return off, (np.ones_like(off) if self.layout["mode"] == "dense" else self.table["length"].astype(np.int64))
+        if "rows" not in self._cache:
+            off = self.table["offset"].astype(np.int64)
+            self._cache["rows"] = (off, np.ones_like(off) if self.layout["mode"] == "dense" else self.table["length"].astype(np.int64))
+        return self._cache["rows"]
 
     def _block_rows(self, block_bytes: int) -> int:
         """Rows per block: whole chunks, about ``block_bytes`` of decoded float32."""
@@ -289,7 +294,8 @@ class AudioDataset:
         out_feats = {}
         for name in self.feature_names:
             tail = tuple(self.layout["feature_shapes"][name])
-            batch = np.zeros((len(positions), t_max, *tail), dtype=np.float32)
+            # empty, not zeros: only the padding is zeroed, the rest is written once
+            batch = np.empty((len(positions), t_max, *tail), dtype=np.float32)
             for j, (p, b) in enumerate(zip(positions.tolist(), block_of.tolist())):
                 d = blocks[b]
                 o = int(off[p]) - d["_lo"]
@@ -297,6 +303,7 @@ class AudioDataset:
                 if self.normalization == "per_example":
                     x = self._normalize(name, x)
                 batch[j, : x.shape[0]] = x
+                batch[j, x.shape[0] :] = 0
             out_feats[name] = batch
         labels = [str(x) for x in self.table["label"][positions]]
         return {
