@@ -287,32 +287,44 @@ class AudioDataset:
 
     def _collate(self, positions: np.ndarray, block_of: np.ndarray, blocks: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """One batch from decoded blocks: ``block_of[j]`` holds example ``positions[j]``."""
-        dense = self.layout["mode"] == "dense"
         off, _ = self._rows()
         frames = self.frames[positions]
         t_max = int(frames.max()) if len(frames) else 0
         out_feats = {}
         for name in self.feature_names:
             tail = tuple(self.layout["feature_shapes"][name])
+            if self.layout["mode"] == "dense" and self.normalization != "per_example":
+                # fixed-length rows: one gather per block, no padding
+                batch = np.empty((len(positions), t_max, *tail), dtype=np.float32)
+                for b in np.unique(block_of).tolist():
+                    js = np.flatnonzero(block_of == b)
+                    d = blocks[b]
+                    batch[js] = d[name][off[positions[js]] - d["_lo"]]
+                out_feats[name] = batch
+                continue
             # empty, not zeros: only the padding is zeroed, the rest is written once
             batch = np.empty((len(positions), t_max, *tail), dtype=np.float32)
-            for j, (p, b) in enumerate(zip(positions.tolist(), block_of.tolist())):
+            for j, (p, b, n) in enumerate(zip(positions.tolist(), block_of.tolist(), frames.tolist())):
                 d = blocks[b]
                 o = int(off[p]) - d["_lo"]
-                x = d[name][o] if dense else d[name][o : o + int(frames[j])]
+                x = d[name][o] if self.layout["mode"] == "dense" else d[name][o : o + n]
                 if self.normalization == "per_example":
                     x = self._normalize(name, x)
-                batch[j, : x.shape[0]] = x
-                batch[j, x.shape[0] :] = 0
+                batch[j, :n] = x
+                batch[j, n:] = 0
             out_feats[name] = batch
-        labels = [str(x) for x in self.table["label"][positions]]
         return {
             "features": out_feats,
             "lengths": frames.astype(np.int64),
-            "labels": labels,
-            "label_index": np.array([self.label_index(lab) for lab in labels], dtype=np.int64),
-            "ids": [str(x) for x in self.table["id"][positions]],
+            "labels": [str(x) for x in self.table["label"][positions].tolist()],
+            "label_index": self._label_indices()[positions],
+            "ids": [str(x) for x in self.table["id"][positions].tolist()],
         }
+
+    def _label_indices(self) -> np.ndarray:
+        if "label_index" not in self._cache:
+            self._cache["label_index"] = np.array([self.label_index(str(x)) for x in self.table["label"]], dtype=np.int64)
+        return self._cache["label_index"]
 
 
 def _norm_params(meta: dict[str, Any], names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
