@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import open_dataset
 from pipeline.errors import StoreError
-from s3util import BUCKET, resolved_options, s3_client, s3_endpoint, upload_tree  # noqa: F401 - fixture
+from tests.s3util import BUCKET, resolved_options, s3_client, s3_endpoint, upload_tree  # noqa: F401 - s3_endpoint is a fixture
 
 SMALL = 64 << 10
 
