@@ -69,7 +69,7 @@ class BatchDataset(IterableDataset):
 
     def __init__(self, ds: AudioDataset, batch_size: int | None = None, *, rank: int | None = None, world_size: int | None = None,
                  seed: int = 0, shuffle: bool = True, drop_last: bool = False, max_frames: int | None = None,
-                 buckets: int | Sequence[int] = 16, blocks_in_buffer: int = 8, block_bytes: int = BLOCK_BYTES, prefetch: int = 4):
+                 buckets: int | Sequence[int] = 16, blocks_in_buffer: int = 8, block_bytes: int = BLOCK_BYTES, prefetch: int | None = None):
         super().__init__()
         self.ds = ds
         self.rank, self.world_size = _rank_world(rank, world_size)

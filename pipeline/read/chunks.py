@@ -32,6 +32,8 @@ from pipeline.store.verify import read_rows, shard_object
 
 _EMPTY = np.uint64(2**64 - 1)  # index entry of an inner chunk that is not stored (fill value)
 
+Fetched = list  # per shard: (shard, first row, end row, first chunk, index entries or None, bytes, their offset)
+
 
 def bulk_format(arr: zarr.Array) -> tuple[int, int, bool] | None:
     """(rows per chunk, chunks per shard, inner crc32c) when ``arr`` has the layout's format, else None."""
@@ -92,11 +94,28 @@ class RowReader:
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` in the storage dtype, shape ``(hi - lo, *trailing)``."""
+        return self.decode(lo, hi, self.fetch(lo, hi, keep=False))
+
+    def fetch(self, lo: int, hi: int, *, keep: bool = True) -> Fetched | None:
+        """The compressed bytes of rows ``[lo, hi)``: one range read per shard (the I/O, for a
+        thread of its own); None when the fast path cannot read them (:meth:`decode` then
+        reads with zarr). ``keep=False``: the bytes may sit in this thread's reusable buffer,
+        valid until its next fetch."""
         lo, hi = max(0, int(lo)), min(int(hi), int(self.arr.shape[0]))
         if self.format is None or hi <= lo:
+            return None
+        try:
+            return self._fetch(lo, hi, keep)
+        except (_Damaged, OSError, ValueError, RuntimeError):
+            return None
+
+    def decode(self, lo: int, hi: int, fetched: Fetched | None) -> np.ndarray:
+        """Rows ``[lo, hi)`` from what :meth:`fetch` returned (the CPU work)."""
+        lo, hi = max(0, int(lo)), min(int(hi), int(self.arr.shape[0]))
+        if fetched is None or hi <= lo:
             return self._zarr(lo, hi)
         try:
-            return self._fast(lo, hi)
+            return self._decode(lo, hi, fetched)
         except (_Damaged, OSError, ValueError, RuntimeError):
             return self._zarr(lo, hi)  # names the damage (or returns what zarr returns)
 
@@ -109,10 +128,10 @@ class RowReader:
         return np.asarray(out)
 
     # --- the fast path -------------------------------------------------------------------
-    def _fast(self, lo: int, hi: int) -> np.ndarray:
-        rows, per_shard, checked = self.format
-        out = np.empty((hi - lo, *self.trailing), dtype=self.dtype)
+    def _fetch(self, lo: int, hi: int, keep: bool) -> Fetched:
+        rows, per_shard, _ = self.format
         shard_rows = rows * per_shard
+        parts = []
         for s in range(lo // shard_rows, (hi - 1) // shard_rows + 1):
             a, b = max(lo, s * shard_rows), min(hi, (s + 1) * shard_rows)
             c0, c1 = (a - s * shard_rows) // rows, (b - 1 - s * shard_rows) // rows
@@ -120,7 +139,7 @@ class RowReader:
             if index is None:  # no object: fill value, unless those rows hold data
                 if self.ids_in(a, b):
                     raise _Damaged(f"shard {s} is missing")
-                out[a - lo : b - lo] = 0
+                parts.append((s, a, b, c0, None, memoryview(b""), 0))
                 continue
             entries = index[c0 : c1 + 1]
             stored = entries[:, 0] != _EMPTY
@@ -128,11 +147,26 @@ class RowReader:
             if stored.any():
                 base = int(entries[stored, 0].min())
                 end = int((entries[stored, 0] + entries[stored, 1]).max())
-                data = self._range(s, base, end)
-            for k, c in enumerate(range(c0, c1 + 1)):
+                data = self._range(s, base, end, keep)
+            parts.append((s, a, b, c0, entries, data, base))
+        return parts
+
+    def _decode(self, lo: int, hi: int, parts: Fetched) -> np.ndarray:
+        rows, per_shard, checked = self.format
+        shard_rows = rows * per_shard
+        out = np.empty((hi - lo, *self.trailing), dtype=self.dtype)
+        for s, a, b, c0, entries, data, base in parts:
+            a, b = max(a, lo), min(b, hi)
+            if entries is None:
+                out[a - lo : b - lo] = 0
+                continue
+            for k in range(len(entries)):
+                c = c0 + k
                 r0 = s * shard_rows + c * rows  # first row of this chunk
                 ra, rb = max(a, r0), min(b, r0 + rows)
-                if not stored[k]:
+                if rb <= ra:
+                    continue
+                if entries[k, 0] == _EMPTY:
                     out[ra - lo : rb - lo] = 0
                     continue
                 o, n = int(entries[k, 0]) - base, int(entries[k, 1])
@@ -149,21 +183,25 @@ class RowReader:
                     out[ra - lo : rb - lo] = chunk[ra - r0 : rb - r0]
         return out
 
-    def _range(self, s: int, start: int, end: int) -> memoryview:
+    def _range(self, s: int, start: int, end: int, keep: bool) -> memoryview:
         """Bytes ``[start, end)`` of shard ``s``: one ``cat_file`` (one GET), or for a local
-        store one ``pread`` into this thread's buffer."""
+        store one ``pread`` (into this thread's reusable buffer unless ``keep``)."""
         if not self._local:
             data = self._fs.cat_file(self._path(s), start=start, end=end)
             if len(data) != end - start:
                 raise _Damaged(f"shard {s} is truncated")
             return memoryview(data)
-        buf = getattr(self._buffers, "buf", None)
-        if buf is None or len(buf) < end - start:
-            buf = self._buffers.buf = bytearray(max(end - start, 1 << 20))
-        view = memoryview(buf)[: end - start]
         fd = os.open(self._path(s), os.O_RDONLY)
         try:
-            got = os.preadv(fd, [view], start)
+            if keep:
+                view = memoryview(os.pread(fd, end - start, start))
+                got = len(view)
+            else:
+                buf = getattr(self._buffers, "buf", None)
+                if buf is None or len(buf) < end - start:
+                    buf = self._buffers.buf = bytearray(max(end - start, 1 << 20))
+                view = memoryview(buf)[: end - start]
+                got = os.preadv(fd, [view], start)
         finally:
             os.close(fd)
         if got != end - start:

@@ -108,13 +108,14 @@ class BatchStream(Iterator[dict[str, Any]]):
     ``stats`` counts batches, examples, bytes and padding.
     """
 
-    def __init__(self, plan: EpochPlan, progress: Progress, rank: int, worker: int,
-                 read_block: Callable[[int], dict[str, np.ndarray]], collate: Callable[..., dict[str, Any]], prefetch: int):
+    def __init__(self, plan: EpochPlan, progress: Progress, rank: int, worker: int, fetch_block: Callable[[int], Any],
+                 decode_block: Callable[[int, Any], dict[str, np.ndarray]], collate: Callable[..., dict[str, Any]], prefetch: int):
         self.plan = plan
         self.progress = progress
         self.rank = rank
         self.worker = worker
-        self._read_block = read_block
+        self._fetch_block = fetch_block
+        self._decode_block = decode_block
         self._collate = collate
         self._prefetch = max(0, int(prefetch))
         self._it: Iterator[dict[str, Any]] | None = None
@@ -160,35 +161,40 @@ class BatchStream(Iterator[dict[str, Any]]):
                 if b not in last_use:
                     order.append(b)
                 last_use[b] = i
+        # threads only fetch (I/O: range reads, GETs); decoding is CPU work, done here when a
+        # batch first needs the block (threads decoding on the same core only contend)
         pool = ThreadPoolExecutor(self._prefetch, thread_name_prefix="audioprep-reader") if self._prefetch else None
-        loaded: dict[int, Future | dict[str, np.ndarray]] = {}
+        fetched: dict[int, Future] = {}  # block -> its fetch, in flight or done
+        decoded: dict[int, dict[str, np.ndarray]] = {}
         queue = collections.deque(order)
         try:
             for i, j in enumerate(ids):
-                # keep `prefetch` blocks beyond this batch's in flight, in the order batches need them
-                wanted = set(need[i].tolist())
-                while queue and (queue[0] in wanted or sum(1 for b in loaded if b not in wanted) < self._prefetch):
-                    b = queue.popleft()
-                    loaded[b] = pool.submit(self._read_block, b) if pool else self._read_block(b)
-                    self.stats.blocks_read += 1
-                data = {}
+                wanted = need[i].tolist()
+                # keep `prefetch` fetches beyond this batch's blocks in flight, in the order batches need them
+                if pool is not None:
+                    while queue and (queue[0] in wanted or len(fetched) < self._prefetch):
+                        b = queue.popleft()
+                        fetched[b] = pool.submit(self._fetch_block, b)
+                        self.stats.blocks_read += 1
                 for b in wanted:
-                    v = loaded[b]
-                    data[b] = v.result() if isinstance(v, Future) else v
-                    loaded[b] = data[b]
+                    if b not in decoded:
+                        if b in fetched:
+                            decoded[b] = self._decode_block(b, fetched.pop(b).result())
+                        else:  # not prefetched: fetch and decode here
+                            decoded[b] = self._decode_block(b, None)
+                            self.stats.blocks_read += 1
                 pos = self.plan.batches[j]
-                batch = self._collate(pos, self.plan.block_of[pos], data)
+                batch = self._collate(pos, self.plan.block_of[pos], decoded)
                 batch["index"] = int(j)
                 batch["repeat"] = i >= part.real
                 self._count(batch, pos)
                 for b in wanted:
                     if last_use[b] == i:
-                        del loaded[b]
+                        del decoded[b]
                 yield batch
         finally:
-            for v in loaded.values():
-                if isinstance(v, Future):
-                    v.cancel()
+            for f in fetched.values():
+                f.cancel()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
