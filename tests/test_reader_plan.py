@@ -190,3 +190,23 @@ def test_settings_are_checked():
         BatchSettings(None, max_frames=10, bucket_edges=(5, 3))
     with pytest.raises(ValueError, match="rank"):
         assign(np.arange(4), 2, 2, 1, 0, "keep")
+
+
+@pytest.mark.parametrize("wait", [1, 3])
+def test_a_bucket_batch_waits_at_most_bucket_wait_windows(wait):
+    """Memory stays bounded: a batch's examples come from at most `bucket_wait` consecutive windows."""
+    rng = np.random.default_rng(1)
+    frames = rng.integers(100, 2001, 3000)
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
+    blocks = make_blocks(offsets, 8192)
+    k = 4
+    seq = plan_epoch(frames, blocks, BatchSettings(len(frames), blocks_in_buffer=k), 5, 0).batches[0]
+    first_seen = {}
+    for i, b in enumerate(plan_epoch(frames, blocks, BatchSettings(1), 5, 0).block_of[seq].tolist()):
+        first_seen.setdefault(b, i)
+    window_of_block = {b: r // k for r, b in enumerate(sorted(first_seen, key=first_seen.get))}
+    s = BatchSettings(None, max_frames=30000, bucket_edges=bucket_edges_for(frames, 16), blocks_in_buffer=k, bucket_wait=wait)
+    plan = plan_epoch(frames, blocks, s, 5, 0)
+    assert sorted(flat(plan, range(len(plan)))) == list(range(3000))
+    spans = [np.ptp([window_of_block[b] for b in plan.block_of[batch].tolist()]) + 1 for batch in plan.batches]
+    assert max(spans) <= wait and (wait == 1 or max(spans) == wait)

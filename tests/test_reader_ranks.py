@@ -176,3 +176,20 @@ def test_duration_buckets_cap_frames_and_report_padding(reader_store):
     assert plan.padding()["padding_efficiency"] == pytest.approx(real / padded)
     plain = ds.plan_epoch(ds.batch_settings(16), seed=2, block_bytes=SMALL)
     assert real / padded > plain.padding()["padding_efficiency"] + 0.1
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_long_clips_decoded_straight_into_the_batch_equal_block_decoding(reader_store, prefetch):
+    """Clips at least a chunk long are decoded per example into their batch row; forced on here
+    (the test store's clips are shorter than a chunk), it gives the same batches."""
+    ds = open_dataset(str(reader_store))
+    assert not ds._direct()
+    ref = epoch(ds, batch_size=13, seed=8)
+    direct = open_dataset(str(reader_store))
+    direct._cache["direct"] = True
+    got = epoch(direct, batch_size=13, seed=8, prefetch=prefetch)
+    assert [b["ids"] for b in got] == [b["ids"] for b in ref]
+    for a, b in zip(ref, got):
+        for name in a["features"]:
+            np.testing.assert_array_equal(a["features"][name], b["features"][name])
+    check_batch_values(direct, got[0])

@@ -109,15 +109,22 @@ class RowReader:
         except (_Damaged, OSError, ValueError, RuntimeError):
             return None
 
-    def decode(self, lo: int, hi: int, fetched: Fetched | None) -> np.ndarray:
-        """Rows ``[lo, hi)`` from what :meth:`fetch` returned (the CPU work)."""
+    def decode(self, lo: int, hi: int, fetched: Fetched | None, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[lo, hi)`` from what :meth:`fetch` returned for a span holding them (the CPU work).
+
+        ``out``: a C-contiguous array of the storage dtype, shape ``(hi - lo, *trailing)``, to
+        decode into (whole chunks go straight there, without a copy)."""
         lo, hi = max(0, int(lo)), min(int(hi), int(self.arr.shape[0]))
-        if fetched is None or hi <= lo:
-            return self._zarr(lo, hi)
-        try:
-            return self._decode(lo, hi, fetched)
-        except (_Damaged, OSError, ValueError, RuntimeError):
-            return self._zarr(lo, hi)  # names the damage (or returns what zarr returns)
+        if fetched is not None and hi > lo:
+            try:
+                return self._decode(lo, hi, fetched, out)
+            except (_Damaged, OSError, ValueError, RuntimeError):
+                pass
+        x = self._zarr(lo, hi)  # names the damage (or returns what zarr returns)
+        if out is None:
+            return x
+        out[...] = x
+        return out
 
     def _zarr(self, lo: int, hi: int) -> np.ndarray:
         with self._lock:
@@ -151,16 +158,19 @@ class RowReader:
             parts.append((s, a, b, c0, entries, data, base))
         return parts
 
-    def _decode(self, lo: int, hi: int, parts: Fetched) -> np.ndarray:
+    def _decode(self, lo: int, hi: int, parts: Fetched, out: np.ndarray | None) -> np.ndarray:
         rows, per_shard, checked = self.format
         shard_rows = rows * per_shard
-        out = np.empty((hi - lo, *self.trailing), dtype=self.dtype)
+        if out is None:
+            out = np.empty((hi - lo, *self.trailing), dtype=self.dtype)
         for s, a, b, c0, entries, data, base in parts:
             a, b = max(a, lo), min(b, hi)
+            if b <= a:
+                continue
             if entries is None:
                 out[a - lo : b - lo] = 0
                 continue
-            for k in range(len(entries)):
+            for k in range((a - s * shard_rows) // rows - c0, (b - 1 - s * shard_rows) // rows - c0 + 1):
                 c = c0 + k
                 r0 = s * shard_rows + c * rows  # first row of this chunk
                 ra, rb = max(a, r0), min(b, r0 + rows)

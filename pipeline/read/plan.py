@@ -44,6 +44,9 @@ class BatchSettings:
     """Blocks per shuffling window."""
     tail: str = "keep"
     """``keep`` a short last batch, ``pad`` it by repeating the epoch's first examples, or ``drop`` it."""
+    bucket_wait: int = 8
+    """Windows a bucket's unfinished batch waits for more examples before it goes out short:
+    the blocks a batch needs stay within that many windows, so memory stays bounded."""
 
     def __post_init__(self):
         if self.max_frames is None and (self.batch_size is None or self.batch_size < 1):
@@ -52,6 +55,8 @@ class BatchSettings:
             raise ValueError("max_frames must be >= 1")
         if self.blocks_in_buffer < 1:
             raise ValueError("blocks_in_buffer must be >= 1")
+        if self.bucket_wait < 1:
+            raise ValueError("bucket_wait must be >= 1")
         if self.tail not in TAILS:
             raise ValueError(f"tail must be one of {TAILS}, not {self.tail!r}")
         if list(self.bucket_edges) != sorted(set(self.bucket_edges)):
@@ -160,13 +165,15 @@ def _fixed(seq: np.ndarray, s: BatchSettings) -> list[np.ndarray]:
 
 def _bucketed(windows: list[np.ndarray], frames: np.ndarray, s: BatchSettings) -> list[np.ndarray]:
     """Dynamic bucketing: each bucket fills a batch until ``count x longest`` would pass
-    ``max_frames`` (or the count ``batch_size``); partial batches carry over to later windows."""
+    ``max_frames`` (or the count ``batch_size``); an unfinished batch carries over to later
+    windows, for at most ``bucket_wait`` of them."""
     edges = np.asarray(s.bucket_edges, np.int64)
     cap_n = s.batch_size or np.iinfo(np.int64).max
     pending: dict[int, list[int]] = {}
     longest: dict[int, int] = {}
+    since: dict[int, int] = {}  # the window a bucket's pending batch started in
     out: list[np.ndarray] = []
-    for pos in windows:
+    for w, pos in enumerate(windows):
         buckets = np.searchsorted(edges, frames[pos], side="right") if len(edges) else np.zeros(len(pos), np.int64)
         for p, q in zip(pos.tolist(), buckets.tolist()):
             f = int(frames[p])
@@ -176,8 +183,15 @@ def _bucketed(windows: list[np.ndarray], frames: np.ndarray, s: BatchSettings) -
                 out.append(np.asarray(cur, np.int64))
                 cur.clear()
                 m = f
+            if not cur:
+                since[q] = w
             cur.append(p)
             longest[q] = m
+        for q in sorted(pending):
+            if pending[q] and w - since[q] + 1 >= s.bucket_wait:
+                out.append(np.asarray(pending[q], np.int64))
+                pending[q] = []
+                longest[q] = 0
     if s.tail != "drop":
         out.extend(np.asarray(pending[q], np.int64) for q in sorted(pending) if pending[q])
     return out

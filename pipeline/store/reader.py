@@ -292,6 +292,9 @@ class AudioDataset:
         """Rows of block ``b`` of every feature, float32, globally normalized; ``_lo`` is its first row."""
         lo, hi = self._block_span(b, block_bytes)
         data: dict[str, Any] = {"_lo": lo}
+        if self._direct():  # decoded per example, straight into the batch (in _collate)
+            data["_fetched"] = {name: self._reader(name).fetch(lo, hi) for name in self.feature_names} if fetched is None else fetched
+            return data
         for name in self.feature_names:
             r = self._reader(name)
             # fetched None: not prefetched, read now (through this thread's reusable buffer)
@@ -321,6 +324,16 @@ class AudioDataset:
                 continue
             # empty, not zeros: only the padding is zeroed, the rest is written once
             batch = np.empty((len(positions), t_max, *tail), dtype=np.float32)
+            if self._direct():
+                reader = self._reader(name)
+                for j, (p, b, n) in enumerate(zip(positions.tolist(), block_of.tolist(), frames.tolist())):
+                    o = int(off[p])
+                    reader.decode(o, o + n, blocks[b]["_fetched"][name], out=batch[j, :n])
+                    if self.normalization != "none":
+                        batch[j, :n] = self._normalize(name, batch[j, :n])
+                    batch[j, n:] = 0
+                out_feats[name] = batch
+                continue
             for j, (p, b, n) in enumerate(zip(positions.tolist(), block_of.tolist(), frames.tolist())):
                 d = blocks[b]
                 o = int(off[p]) - d["_lo"]
@@ -337,6 +350,15 @@ class AudioDataset:
             "label_index": self._label_indices()[positions],
             "ids": [str(x) for x in self.table["id"][positions].tolist()],
         }
+
+    def _direct(self) -> bool:
+        """Decode each example straight into its batch row: ragged float32 clips at least a
+        chunk long, whose chunks are mostly whole inside one clip (measured: 30 s clips read
+        at twice the speed; shorter clips share chunks, which a block decodes once)."""
+        if "direct" not in self._cache:
+            self._cache["direct"] = (self.layout["mode"] == "ragged" and self.layout.get("dtype", "float32") == "float32"
+                                     and len(self) > 0 and float(self.frames.mean()) >= int(self.layout["chunk"]))
+        return self._cache["direct"]
 
     def _label_indices(self) -> np.ndarray:
         if "label_index" not in self._cache:
