@@ -117,7 +117,7 @@ def _rate(fn, min_seconds: float) -> dict:
             "examples_per_cpu_s": n / cpu, "mb_per_cpu_s": b / cpu / 1e6}
 
 
-def methods(ds, *, batch_size: int, random_max: int, prefetch: int, seed: int = 0) -> dict:
+def methods(ds, *, batch_size: int, random_max: int, prefetch: int, block_bytes: int | None = None, seed: int = 0) -> dict:
     """The measured passes over one opened dataset."""
     import numpy as np
 
@@ -125,12 +125,14 @@ def methods(ds, *, batch_size: int, random_max: int, prefetch: int, seed: int = 
     per_frame = 4 * sum(int(np.prod(ds.layout["feature_shapes"][f])) for f in ds.feature_names)
     max_frames = int(batch_size * frames.mean())
     epoch = [0]
+    kw_block = {"block_bytes": block_bytes} if block_bytes else {}
 
     def batches(**kw):
         def fn():
             n = b = bb = 0
             epoch[0] += 1
-            stream = ds.iter_batches(batch_size=None if kw.get("max_frames") else batch_size, seed=seed, epoch=epoch[0], prefetch=prefetch, **kw)
+            stream = ds.iter_batches(batch_size=None if kw.get("max_frames") else batch_size, seed=seed, epoch=epoch[0], prefetch=prefetch,
+                                     **kw_block, **kw)
             for batch in stream:
                 x = batch["features"]["log_mel"]
                 n += x.shape[0]
@@ -168,7 +170,7 @@ def zarr_path(ds, on: bool) -> None:
 
 
 def measure(ds, args, *, prefetch: int, zarr_too: bool) -> dict:
-    fns, max_frames = methods(ds, batch_size=args.batch_size, random_max=args.random_max, prefetch=prefetch)
+    fns, max_frames = methods(ds, batch_size=args.batch_size, random_max=args.random_max, prefetch=prefetch, block_bytes=args.block_bytes)
     rates = {}
     for name, fn in fns.items():
         rates[name] = _rate(fn, args.min_seconds)
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--random-max", type=int, default=1000, help="examples per random-access pass")
     p.add_argument("--prefetch", type=int, default=0, help="blocks fetched ahead, local (the reader's default there: 0)")
     p.add_argument("--s3-prefetch", type=int, default=8, help="blocks read ahead from S3")
+    p.add_argument("--block-bytes", type=int, default=None, help="iter_batches(block_bytes=...); default the reader's")
     p.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default: the last one allowed)")
     p.add_argument("--out", type=pathlib.Path, default=None)
     p.add_argument("--no-s3", action="store_true", help="skip the same measurements on a moto S3 endpoint")
