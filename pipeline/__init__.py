@@ -15,4 +15,11 @@ def open_dataset(url, split=None, **kwargs):
     return _open(url, split=split, **kwargs)
 
 
-__all__ = ["open_dataset", "__version__"]
+def open_xarray(url, version=None, **kwargs):
+    """The features of a store as an ``xarray.Dataset``; see :func:`pipeline.read.views.open_xarray`."""
+    from pipeline.read.views import open_xarray as _open
+
+    return _open(url, version, **kwargs)
+
+
+__all__ = ["open_dataset", "open_xarray", "__version__"]

@@ -65,3 +65,16 @@ def catalog_factory(tmp_path):
         return write_catalog(tmp_path / "catalog.yaml", cat), cat
 
     return make
+
+
+@pytest.fixture(scope="session")
+def reader_store(tmp_path_factory) -> pathlib.Path:
+    """A ragged store of 120 clips of 0.3-2.5 s (log_mel 40, mfcc 13) in several shards, for the reader tests."""
+    from pipeline.config.catalog import load_catalog
+    from pipeline.run.steps import run_catalog
+
+    root = tmp_path_factory.mktemp("reader")
+    make_corpus(root / "audio", speakers=6, files_per_speaker_and_class=5, min_seconds=0.3, max_seconds=2.5, seed=3)
+    cat = base_catalog(root / "audio", root / "store.zarr", splits={"train": 1.0, "val": 0.0, "test": 0.0}, execution={"partition_seconds": 90})
+    run_catalog(load_catalog(str(write_catalog(root / "c.yaml", cat))))
+    return root / "store.zarr"

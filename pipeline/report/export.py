@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.read.views import join_columns, join_metadata, version_labels
 from pipeline.store.location import StoreLocation
 from pipeline.store.state import ACTIVE, read_state
 
@@ -26,7 +28,11 @@ def table_columns(url: str, table: str, *, version: int | None = None, storage_o
     if table == "examples":
         keys = list(state.table[0].keys()) if state.table else base
         lead = [k for k in KEY_COLUMNS if k in keys]  # the keys a reader joins on come first
-        return {k: [state.table[i][k] for i in keep] for k in lead + [k for k in keys if k not in lead]}
+        out = {k: [state.table[i][k] for i in keep] for k in lead + [k for k in keys if k not in lead]}
+        # every column of the table, whatever it holds, plus where each row's features are
+        out.update(join_columns(state.meta, out, version_labels(StoreLocation(url, dict(storage_options or {})), state.version)))
+        out["example_row"] = keep
+        return out
     if table == "summaries":
         if not state.summary_columns:
             raise StoreError(f"{url} has no summaries: add `features.summaries: [mean, std]` to the catalog")
@@ -47,7 +53,12 @@ def export_table(
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table(cols), path)
+        data = pa.table(cols)
+        if table == "examples":  # how to join back to the arrays, in the file's own metadata
+            state = read_state(StoreLocation(url, dict(storage_options or {})), version)
+            info = join_metadata(url, state.meta, state.version, version_labels(StoreLocation(url, dict(storage_options or {})), state.version))
+            data = data.replace_schema_metadata({**(data.schema.metadata or {}), b"audioprep": json.dumps(info).encode()})
+        pq.write_table(data, path)
     elif fmt == "csv":
         import csv
 
