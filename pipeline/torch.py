@@ -35,11 +35,18 @@ def collate(batch: dict[str, Any]) -> dict[str, Any]:
     dict with ``features`` {name: float32 tensor (batch, frames, *bins)}, ``lengths`` int64
     (batch,), ``mask`` bool (batch, frames) (True on real frames), ``label_index`` int64
     (batch,), and ``ids``, ``labels``, ``index``, ``repeat`` as they were. Under DDP a
-    batch with ``repeat`` True repeats earlier examples to keep the ranks in step.
+    batch with ``repeat`` True repeats earlier examples to keep the ranks in step. A store
+    with transcripts adds ``texts``, ``text_ids`` int64 (batch, max characters; 0-padded, 0
+    is the CTC blank) and ``text_lengths`` int64 (batch,), as ``torch.nn.CTCLoss`` takes
+    them; a store with tags adds ``tags`` float32 (batch, tags), multi-hot.
     """
     lengths = torch.from_numpy(np.asarray(batch["lengths"], np.int64))
     frames = max((int(x.shape[1]) for x in batch["features"].values()), default=0)
+    targets = {k: torch.from_numpy(np.asarray(batch[k])) for k in ("text_ids", "text_lengths", "tags") if k in batch}
+    if "texts" in batch:
+        targets["texts"] = list(batch["texts"])
     return {
+        **targets,
         "features": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch["features"].items()},
         "lengths": lengths,
         "mask": torch.arange(frames)[None, :] < lengths[:, None],

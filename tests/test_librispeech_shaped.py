@@ -117,3 +117,62 @@ def test_inspect_and_report_show_transcript_statistics(libri, tmp_path):
     page = write_report(str(tmp_path / "s.zarr"), out=str(tmp_path / "report"))
     html = open(page, encoding="utf-8").read()
     assert "Transcripts and tags" in html and f">{stats['characters']}<" in html
+
+
+def test_the_reader_gives_token_ids_for_ctc(libri, tmp_path):
+    root, truth = libri
+    cat = {
+        "dataset": "libri-ctc", "seed": 0, "output": {"store": str(tmp_path / "s.zarr")},
+        "sources": [{"name": "libri", "url": str(root), "pattern": "**/*.flac", "label": {"from": "none"},
+                     "group": {"from": "regex", "pattern": r"^(?P<group>\d+)/"},
+                     "text": {"from": "transcript_file", "pattern": "*.trans.txt"}}],
+        "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 40}},
+        "splits": {"train": 0.5, "val": 0.5, "test": 0.0, "stratify": "none"},
+    }
+    steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    train = open_dataset(str(tmp_path / "s.zarr"), split="train")
+    vocab = train.text_vocab
+    for i in range(len(train)):
+        ex = train[i]
+        assert ex["text"] == truth[str(train.table["path"][i])]
+        assert "".join(vocab[k - 1] for k in ex["text_ids"]) == ex["text"] and ex["text_length"] == len(ex["text"])
+        assert ex["text_ids"].min() >= 1  # 0 is the CTC blank
+    batch = next(iter(train.iter_batches(4, shuffle=True, seed=1)))
+    assert batch["text_ids"].shape == (4, int(batch["text_lengths"].max()))
+    for j, text in enumerate(batch["texts"]):
+        n = int(batch["text_lengths"][j])
+        assert "".join(vocab[k - 1] for k in batch["text_ids"][j, :n]) == text and not batch["text_ids"][j, n:].any()
+    # a character the train split never had maps to len(vocab) + 1
+    val = open_dataset(str(tmp_path / "s.zarr"), split="val")
+    assert val.text_ids("Q~").tolist() == [vocab.index("Q") + 1 if "Q" in vocab else len(vocab) + 1, len(vocab) + 1]
+
+
+def test_a_ctc_loss_trains_on_a_collated_batch(libri, tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install audioprep[torch])")
+    from pipeline.torch import collate
+
+    root, _ = libri
+    cat = {
+        "dataset": "libri-torch", "seed": 0, "output": {"store": str(tmp_path / "s.zarr")},
+        "sources": [{"name": "libri", "url": str(root), "pattern": "**/*.flac", "label": {"from": "none"},
+                     "text": {"from": "transcript_file", "pattern": "*.trans.txt"}}],
+        "features": {"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 40}},
+        "splits": {"train": 1.0, "val": 0.0, "test": 0.0},
+    }
+    steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    ds = open_dataset(str(tmp_path / "s.zarr"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, len(ds.text_vocab) + 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    losses = []
+    for epoch in range(6):
+        for raw in ds.iter_batches(8, shuffle=True, seed=0, epoch=epoch):
+            b = collate(raw)
+            logp = model(b["features"]["log_mel"]).log_softmax(-1).transpose(0, 1)  # (frames, batch, classes)
+            loss = ctc(logp, b["text_ids"], b["lengths"], b["text_lengths"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses

@@ -124,3 +124,40 @@ def test_a_run_rejects_missing_transcripts_and_flags_implausible_rates(tmp_path)
     assert (rej["path"], rej["stage"], rej["error_class"]) == ("cls/spk03_a.wav", "labels", "MissingTranscript")
     assert "no cls/spk03_a.txt beside it" in rej["message"]
     assert state.meta["text_vocab"] == sorted(set("ok then" + "x" + "fine as well"))
+
+
+def test_tags_reach_the_reader_as_multi_hot_vectors(tmp_path):
+    import json as _json
+
+    from pipeline import open_dataset
+    from pipeline.config.catalog import load_catalog
+    from pipeline.run import steps
+    from tests.conftest import base_catalog, write_catalog
+
+    root = tmp_path / "audio"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    names = ["dog", "bark", "car", "rain"]
+    rows = []
+    for k in range(12):
+        sf.write(root / f"clip{k:02d}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+        rows.append((f"clip{k:02d}.wav", ";".join(names[j] for j in range(4) if (k >> j) & 1 or j == k % 4)))
+    (tmp_path / "m.csv").write_text("path,tags\n" + "".join(f"{p},{t}\n" for p, t in rows))
+    cat = base_catalog(root, tmp_path / "s.zarr", splits={"train": 0.5, "val": 0.25, "test": 0.25, "stratify": "tags"})
+    cat["sources"][0].update({"pattern": "*.wav", "label": {"from": "none"}, "group": {"from": "none"},
+                              "manifest": str(tmp_path / "m.csv"), "tags": {"from": "manifest"}})
+    steps.run_catalog(load_catalog(write_catalog(tmp_path / "c.yaml", cat)))
+    ds = open_dataset(str(tmp_path / "s.zarr"))
+    assert ds.tag_vocab == sorted(names)
+    truth = dict(rows)
+    for i in range(len(ds)):
+        ex = ds[i]
+        want = set(truth[str(ds.table["path"][i])].split(";"))
+        assert {ds.tag_vocab[j] for j in np.flatnonzero(ex["tags"])} == want
+        assert set(_json.loads(str(ds.table["tags"][i]))) == want
+    batch = next(iter(ds.iter_batches(5, shuffle=False)))
+    assert batch["tags"].shape == (5, 4) and batch["tags"].dtype == np.float32
+    # every tag lands in every split (iterative stratification over 12 clips)
+    for split in ("train", "val", "test"):
+        part = open_dataset(str(tmp_path / "s.zarr"), split=split)
+        assert all(any(part[i]["tags"][j] for i in range(len(part))) for j in range(4)), split

@@ -78,6 +78,14 @@ class AudioDataset:
         self.table = {k: v[self._index] for k, v in cols.items()}
         self.labels: list[str] = list(group[table_path(sel.version, "examples")].attrs.get("labels", []))
         self._label_to_index = {lab: i for i, lab in enumerate(self.labels)}
+        self.text_vocab: list[str] = list(meta.get("text_vocab") or [])
+        """Characters of the train split's transcripts: ``text_vocab[k]`` has id ``k + 1``; 0 is
+        the CTC blank (and the padding of ``text_ids``), ``len(text_vocab) + 1`` a character
+        the train split never had."""
+        self._char_id = {ch: k + 1 for k, ch in enumerate(self.text_vocab)}
+        self.tag_vocab: list[str] = list(meta.get("tag_vocab") or [])
+        """Every tag of the store: column ``k`` of the ``tags`` multi-hot vectors."""
+        self._tag_index = {t: k for k, t in enumerate(self.tag_vocab)}
         self.layout = meta["layout"]
         self.feature_names = sel.features or tuple(meta.get("feature_names") or meta["layout"]["feature_shapes"].keys())
         unknown = [f for f in self.feature_names if f not in meta["layout"]["feature_shapes"]]
@@ -129,6 +137,38 @@ class AudioDataset:
     def label_index(self, label: str) -> int:
         return self._label_to_index.get(label, -1)
 
+    def text_ids(self, text: str) -> np.ndarray:
+        """Token ids of a transcript (int64, one per character; see :attr:`text_vocab`)."""
+        unknown = len(self.text_vocab) + 1
+        return np.fromiter((self._char_id.get(ch, unknown) for ch in text), dtype=np.int64, count=len(text))
+
+    def tags_multi_hot(self, tags_json: str) -> np.ndarray:
+        """A float32 vector over :attr:`tag_vocab` with 1 at each of the example's tags."""
+        out = np.zeros(len(self.tag_vocab), np.float32)
+        for t in json.loads(tags_json) if tags_json else []:
+            k = self._tag_index.get(t)
+            if k is not None:
+                out[k] = 1.0
+        return out
+
+    def _targets(self, positions: np.ndarray) -> dict[str, Any]:
+        """Transcript and tag targets of a batch of examples (only what the store holds)."""
+        out: dict[str, Any] = {}
+        if "text" in self.table and self.text_vocab:
+            texts = [str(x) for x in self.table["text"][positions].tolist()]
+            ids = [self.text_ids(t) for t in texts]
+            lengths = np.array([len(x) for x in ids], np.int64)
+            padded = np.zeros((len(ids), int(lengths.max()) if len(ids) else 0), np.int64)
+            for j, x in enumerate(ids):
+                padded[j, : x.size] = x
+            out.update({"texts": texts, "text_ids": padded, "text_lengths": lengths})
+        if "tags" in self.table and self.tag_vocab:
+            hot = np.zeros((len(positions), len(self.tag_vocab)), np.float32)
+            for j, x in enumerate(self.table["tags"][positions].tolist()):
+                hot[j] = self.tags_multi_hot(str(x))
+            out["tags"] = hot
+        return out
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         n = len(self)
         if not -n <= i < n:
@@ -140,12 +180,19 @@ class AudioDataset:
             x = self._read(name, off, off + 1)[0] if self.layout["mode"] == "dense" else self._read(name, off, off + length)
             feats[name] = self._normalize(name, np.asarray(x, dtype=np.float32))
         label = str(self.table["label"][i])
+        targets = self._targets(np.array([i]))
+        extra: dict[str, Any] = {}
+        if "texts" in targets:
+            extra.update({"text": targets["texts"][0], "text_ids": targets["text_ids"][0], "text_length": int(targets["text_lengths"][0])})
+        if "tags" in targets:
+            extra["tags"] = targets["tags"][0]
         return {
             "features": feats,
             "label": label,
             "label_index": self.label_index(label),
             "id": str(self.table["id"][i]),
             "metadata": {k: _py(self.table[k][i]) for k in META_COLUMNS if k in self.table},
+            **extra,
         }
 
     def _normalize(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -349,6 +396,7 @@ class AudioDataset:
             "labels": [str(x) for x in self.table["label"][positions].tolist()],
             "label_index": self._label_indices()[positions],
             "ids": [str(x) for x in self.table["id"][positions].tolist()],
+            **self._targets(positions),
         }
 
     def _direct(self) -> bool:
