@@ -292,6 +292,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print(f"resumed: {done} of {total} partitions already committed; processed {processed_h:.4f} h")
     else:
         console.print(f"processed {processed_h:.4f} h in {total} partition(s)")
+    if summary.get("lost_workers"):
+        console.print(f"Dask workers lost during the run (their partitions ran elsewhere): {', '.join(summary['lost_workers'])}", markup=False)
     ready = summary.get("ready_seconds")
     console.print(
         f"wall time: {wall:.1f} s" + (f" (ready in {ready:.1f} s)" if ready is not None else "")

@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 from prefect_dask import DaskTaskRunner
 
 from flows import hooks
+from flows.runtime import WorkerWatch, this_worker
 from pipeline.config.catalog import load_catalog
 from pipeline.io.discovery import probe_headers
 from pipeline.io.fs import is_remote
@@ -69,7 +70,11 @@ def _prepare_store(plan):
 
 def _partition(spec: Packed, ctx: Packed, index: int, attempt: Attempt | None = None):
     attempt = attempt or Attempt()
-    return process_partition(spec.value, ctx.value, trace=attempt.trace, excluded=attempt.excluded_map())
+    result = process_partition(spec.value, ctx.value, trace=attempt.trace, excluded=attempt.excluded_map())
+    worker = this_worker()
+    if worker:  # in the task run's logs: which host did which partition
+        get_run_logger().info("partition %05d on Dask worker %s", index, worker)
+    return {**result, "worker": worker}
 
 
 def report_dir(store_url: str, version: int) -> str:
@@ -212,21 +217,35 @@ def local_cluster_kwargs(
 
 
 def task_runner(
-    workers: int | None, scheduler: str | None, threads_per_worker: int = 1, dashboard_address: str | None = None, memory_limit: str | None = None
+    workers: int | None,
+    scheduler: str | None,
+    threads_per_worker: int = 1,
+    dashboard_address: str | None = None,
+    memory_limit: str | None = None,
+    cluster: Any = None,
 ) -> DaskTaskRunner:
-    """prefect-dask's runner on an existing scheduler, or on an embedded LocalCluster."""
+    """prefect-dask's runner on an existing scheduler, on SLURM jobs (``cluster`` of kind
+    ``slurm``: :mod:`flows.slurm`), or on an embedded LocalCluster."""
     if scheduler:
         return DaskTaskRunner(address=scheduler)
+    if getattr(cluster, "kind", None) == "slurm":
+        from flows.slurm import slurm_runner
+
+        return slurm_runner(cluster, dashboard_address)
     kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address, memory_limit)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
-def _dashboard_link() -> str | None:
+def _runner_client():
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     runner = getattr(ctx, "task_runner", None) if ctx else None
-    return getattr(runner.client, "dashboard_link", None) if isinstance(runner, DaskTaskRunner) else None
+    return runner.client if isinstance(runner, DaskTaskRunner) else None
+
+
+def _dashboard_link() -> str | None:
+    return getattr(_runner_client(), "dashboard_link", None)
 
 
 def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str, Any]:
@@ -264,10 +283,13 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
         ctx = Packed(plan.ctx)
         partition = partition_task.with_options(retries=ex.retries, retry_delay_seconds=ex.retry_delay_seconds)
         done = {"skipped": 0, "seconds": 0.0}
+        watch, by_worker = WorkerWatch(_runner_client()), {}
 
         def on_result(r: dict[str, Any]) -> None:
             # a partition committed by an interrupted run is skipped, and its audio is not processed again
             done["skipped" if r["skipped"] else "seconds"] += 1 if r["skipped"] else r["audio_seconds"]
+            by_worker[r.get("worker")] = by_worker.get(r.get("worker"), 0) + 1
+            watch.poll()
             hooks.emit("partition", r)
 
         submit_taking_results(
@@ -282,7 +304,8 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
         edges = [e for f in futures for e in f.result().value]
         summary = commit_task(quote(plan), time.perf_counter() - t0, quote(edges))
         return {**summary, "partitions_already_done": done["skipped"], "processed_audio_seconds": done["seconds"],
-                "skipped_symlinks": getattr(refs, "skipped_symlinks", 0)}
+                "skipped_symlinks": getattr(refs, "skipped_symlinks", 0), "lost_workers": watch.lost(),
+                "partitions_per_worker": {str(k): n for k, n in sorted(by_worker.items(), key=lambda kv: str(kv[0]))}}
 
 
 run_on_dask = flow(name="prepare-partitions", log_prints=False)(_run_on_dask)
@@ -304,10 +327,12 @@ def prepare(
     """
     loaded = load_catalog(catalog_path, store=store)
     ex = loaded.catalog.execution
-    runner = task_runner(workers or ex.workers, scheduler or ex.scheduler, ex.threads_per_worker, dashboard_address, ex.worker_memory_limit)
+    scheduler = scheduler or ex.scheduler_address()
+    cluster = None if scheduler else ex.cluster
+    runner = task_runner(workers or ex.workers, scheduler, ex.threads_per_worker, dashboard_address, ex.worker_memory_limit, cluster=cluster)
     import dask
 
-    with dask.config.set(embedded_cluster_config() if not (scheduler or ex.scheduler) else {}):
+    with dask.config.set(embedded_cluster_config() if not scheduler and getattr(cluster, "kind", "local") == "local" else {}):
         summary = run_on_dask.with_options(task_runner=runner)(catalog_path, store, planner.new_run_id())
     if not summary.get("up_to_date"):
         create_markdown_artifact(markdown_summary(summary), key="audioprep-summary", description="audioprep run summary")

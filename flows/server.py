@@ -1,12 +1,15 @@
 """One Prefect API for a run: the user's (``PREFECT_API_URL``), or a local one started for it.
 
 The local API is Prefect's own documented server, ``prefect server start``, in a subprocess
-on a free port. The flow and every Dask worker report to it; it never runs per worker.
+on a free port. The flow and every Dask worker report to it; it never runs per worker. With
+workers on other hosts it listens on the address this host reaches their scheduler from
+(:func:`api_host_for`), never on loopback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -114,7 +117,7 @@ class LocalApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/api"
+        return f"http://{http_host(self.host)}:{self.port}/api"
 
     def start(self) -> str:
         """Spawn the server; return its API URL at once (it answers after :meth:`wait_ready`)."""
@@ -182,9 +185,59 @@ class LocalApiServer:
             self._log = None
 
 
+def api_host_for(scheduler: str | None) -> str:
+    """The local address the run's own API listens on, so that the workers reach it.
+
+    ``127.0.0.1`` for an embedded cluster or a scheduler on this host. For a scheduler
+    elsewhere, the address this host sends from to reach it (the kernel's route, found by
+    connecting a UDP socket: nothing is sent): the workers talk to that scheduler, so they
+    are on a network that reaches this address. Raises :class:`~pipeline.errors.ClusterError`
+    when there is no such address, saying to set ``PREFECT_API_URL``.
+    """
+    if not scheduler:
+        return "127.0.0.1"
+    from distributed.comm import parse_address, parse_host_port
+
+    from pipeline.errors import ClusterError
+
+    try:
+        scheme, location = parse_address(scheduler)
+        host, port = parse_host_port(location, default_port=8786)
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(f"scheduler address {scheduler!r} is not tcp://host:port ({exc})") from None
+    if scheme not in ("tcp", "tls"):
+        raise ClusterError(
+            f"scheduler address {scheduler!r}: this run cannot tell which of its addresses {scheme}:// workers reach; "
+            "set PREFECT_API_URL to a Prefect server that this host and every worker reach"
+        )
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(sockaddr)
+            local = s.getsockname()[0]
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot find the address this host reaches the scheduler {scheduler} from ({exc}); "
+            "set PREFECT_API_URL to a Prefect server that this host and every worker reach"
+        ) from None
+    if ipaddress.ip_address(local).is_loopback and not ipaddress.ip_address(sockaddr[0]).is_loopback:
+        raise ClusterError(
+            f"this host reaches the scheduler {scheduler} only from a loopback address ({local}); "
+            "set PREFECT_API_URL to a Prefect server that this host and every worker reach"
+        )
+    return local
+
+
+def http_host(host: str) -> str:
+    """``host`` as it goes into a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 

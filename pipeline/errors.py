@@ -71,3 +71,8 @@ class QualityRejected(AudioDecodeError):
 class DuplicateError(AudioprepError):
     """Duplicate clusters that the catalog forbids (``duplicates.policy: error``) or that cannot
     be placed in one split (members forced into different splits). Lists the clusters."""
+
+
+class ClusterError(AudioprepError):
+    """The run cannot use the Dask cluster asked for: its workers would not reach the run's
+    Prefect API, or the cluster kind cannot start here. Says what to set."""

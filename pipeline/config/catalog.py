@@ -242,6 +242,53 @@ class Splits(_Model):
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
+class LocalClusterSpec(_Model):
+    """The embedded LocalCluster (the default); ``execution.workers`` sizes it."""
+
+    kind: Literal["local"]
+
+
+class SchedulerClusterSpec(_Model):
+    """An existing Dask scheduler, as ``execution.scheduler``."""
+
+    kind: Literal["scheduler"]
+    address: str
+    """tcp://host:port"""
+
+
+class SlurmClusterSpec(_Model):
+    """Workers as SLURM batch jobs, through dask-jobqueue's ``SLURMCluster``; the scheduler
+    runs in the run's own process. Keys are dask-jobqueue's (docs/operations.md)."""
+
+    kind: Literal["slurm"]
+    jobs: int = Field(1, ge=1)
+    """SLURM jobs submitted; each runs ``processes`` Dask workers."""
+    cores: int = Field(1, ge=1)
+    """Cores per job (``--cpus-per-task``), shared by its worker processes."""
+    memory: str = "4GiB"
+    """Memory per job (``--mem``), shared by its worker processes."""
+    processes: int = Field(1, ge=1)
+    queue: str | None = None
+    """SLURM partition (``-p``)."""
+    account: str | None = None
+    walltime: str = "01:00:00"
+    interface: str | None = None
+    """Network interface the scheduler and the run's Prefect API listen on (e.g. ``ib0``);
+    default: the address of this host's default route."""
+    job_extra_directives: list[str] = Field(default_factory=list)
+    """Extra ``#SBATCH`` options, e.g. ``["--gres=gpu:1"]``."""
+    job_script_prologue: list[str] = Field(default_factory=list)
+    """Shell lines run before the worker starts (``module load ...``, ``source venv/bin/activate``)."""
+    python: str | None = None
+    """Python on the compute nodes (default: the run's own interpreter path)."""
+    local_directory: str | None = None
+    """Workers' scratch folder on the compute node (default: the job's working folder)."""
+    log_directory: str | None = None
+
+
+ClusterSpec = typing.Annotated[Union[LocalClusterSpec, SchedulerClusterSpec, SlurmClusterSpec], Field(discriminator="kind")]  # noqa: UP007
+
+
 class Execution(_Model):
     partition_seconds: float = Field(1800.0, gt=0)
     """Audio seconds per partition (one Prefect task). Minutes of audio, never one file."""
@@ -253,6 +300,9 @@ class Execution(_Model):
     Workers of an external cluster take their own ``--memory-limit``."""
     scheduler: str | None = None
     """Address of an existing Dask scheduler (tcp://host:port); none = embedded LocalCluster."""
+    cluster: ClusterSpec | None = None
+    """Where the workers run: ``{kind: local}`` (default), ``{kind: scheduler, address}``, or
+    ``{kind: slurm, ...}`` (SLURM jobs through dask-jobqueue)."""
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(2.0, ge=0)
     max_reject_fraction: float = Field(0.5, ge=0, le=1)
@@ -263,6 +313,18 @@ class Execution(_Model):
     (about 0.1 ms each) instead of in Dask tasks; more, or any remote file: on Dask, in
     batches of ``probe_batch_files``. 0: always on Dask."""
     fetch_concurrency: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> Execution:
+        if self.scheduler and self.cluster is not None and self.cluster.kind != "scheduler":
+            raise ValueError(f"`scheduler` and `cluster: {{kind: {self.cluster.kind}}}` cannot both be set; keep one")
+        return self
+
+    def scheduler_address(self) -> str | None:
+        """The external scheduler's address, from ``scheduler`` or ``cluster: {kind: scheduler}``."""
+        if self.scheduler:
+            return self.scheduler
+        return self.cluster.address if isinstance(self.cluster, SchedulerClusterSpec) else None
 
 
 class Catalog(_Model):
