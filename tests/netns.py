@@ -1,0 +1,173 @@
+"""A small real cluster for tests: Linux network namespaces on a private bridge.
+
+Each host is a network namespace with one veth link onto a bridge the test creates, on a
+private /24. A host's processes run under ``ip netns exec``; :meth:`TestNet.spawn` can also
+put them in a mount namespace of their own where tmpfs hides given folders (the driver's)
+and ``/tmp``. :meth:`TestNet.close` kills every process in every namespace, deletes the
+namespaces, links and bridge, and is safe to call twice; use the net as a context manager.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+
+
+def why_no_netns() -> str | None:
+    """None where this process can build namespaces; else the reason, for a skip."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (ip netns add); the suite runs as root in CI"
+    for tool in ("ip", "unshare"):
+        if not shutil.which(tool) and not os.path.exists(IP if tool == "ip" else "/usr/bin/unshare"):
+            return f"`{tool}` not found (Debian: apt-get install iproute2 util-linux)"
+    probe = f"approbe{os.getpid() % 100000}"
+    r = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"cannot create a network namespace here: {r.stderr.strip()}"
+    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([IP, *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+    return r
+
+
+class TestNet:
+    """Hosts on one bridge. ``tag`` keeps names unique per process (interface names <= 15 chars)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, subnet_octet: int | None = None, suffix: str = "") -> None:
+        self.tag = f"{os.getpid() % 100000}{suffix}"
+        octet = subnet_octet if subnet_octet is not None else 100 + os.getpid() % 150
+        self.prefix = f"10.213.{octet}"
+        self.bridge = f"apb{self.tag}"
+        self.hosts: dict[str, str] = {}  # name -> address
+        self.links: dict[str, str] = {}  # name -> root end of its veth
+        self.procs: list[subprocess.Popen] = []
+        self._next = 2
+
+    # --- building --------------------------------------------------------------------
+    def __enter__(self) -> TestNet:
+        try:
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def gateway(self) -> str:
+        """The test process's own address on the bridge (the root namespace)."""
+        return f"{self.prefix}.1"
+
+    def ns(self, host: str) -> str:
+        return f"ap{self.tag}-{host}"
+
+    def add_host(self, host: str) -> str:
+        """A namespace with loopback up and one link onto the bridge; its address."""
+        addr = f"{self.prefix}.{self._next}"
+        self._next += 1
+        ns, root_end = self.ns(host), f"ap{self.tag}{host[:5]}"
+        self.hosts[host], self.links[host] = addr, root_end
+        _ip("netns", "add", ns)
+        _ip("link", "add", root_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("link", "set", root_end, "master", self.bridge)
+        _ip("link", "set", root_end, "up")
+        for args in (("link", "set", "lo", "up"), ("addr", "add", f"{addr}/24", "dev", "eth0"), ("link", "set", "eth0", "up")):
+            _ip("-n", ns, *args)
+        return addr
+
+    def spawn(
+        self, host: str, argv: list[str], *, env: dict[str, str], hide: Iterable[str] = (), workdir: str | None = None, log: str | None = None,
+    ) -> subprocess.Popen:
+        """Run ``argv`` on ``host``. With ``hide`` or ``workdir``: in a private mount namespace
+        where each folder of ``hide`` and ``/tmp`` are empty tmpfs, starting in ``workdir``
+        (created on that tmpfs)."""
+        cmd = [IP, "netns", "exec", self.ns(host)]
+        if hide or workdir:
+            mounts = [f"mount -t tmpfs -o size=512m tmpfs {shlex.quote(d)}" for d in (*hide, "/tmp") if os.path.isdir(d)]
+            script = " && ".join([*mounts, f"mkdir -p {shlex.quote(workdir or '/tmp/work')}", f"cd {shlex.quote(workdir or '/tmp/work')}",
+                                  "exec " + shlex.join(argv)])
+            cmd += ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
+        else:
+            cmd += argv
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if log:
+            out.close()
+        self.procs.append(p)
+        return p
+
+    # --- failures ---------------------------------------------------------------------
+    def pids(self, host: str) -> list[int]:
+        r = _ip("netns", "pids", self.ns(host), check=False)
+        return [int(x) for x in r.stdout.split()] if r.returncode == 0 else []
+
+    def lose_host(self, host: str, *, silent: bool = False) -> None:
+        """A host gone at once: every process in it SIGKILLed (its kernel closes their
+        connections), then its link and namespace deleted. ``silent``: the link goes first,
+        so nothing reaches the others and they learn of it only by its missed heartbeats."""
+        if silent:
+            _ip("link", "del", self.links[host], check=False)
+        self._kill_all(host)
+        _ip("link", "del", self.links.pop(host), check=False)
+        _ip("netns", "del", self.ns(host), check=False)
+        self.hosts.pop(host, None)
+
+    def _kill_all(self, host: str) -> None:
+        for _ in range(50):
+            pids = self.pids(host)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+
+    # --- teardown ---------------------------------------------------------------------
+    def leftovers(self) -> list[str]:
+        """Namespaces, links and processes of this net still present (empty after close)."""
+        out = [n for n in _ip("netns", "list", check=False).stdout.split() if n.startswith(f"ap{self.tag}-")]
+        links = _ip("-o", "link", "show", check=False).stdout
+        out += [w for w in (self.bridge, *self.links.values()) if f" {w}:" in links or f" {w}@" in links]
+        out += [f"pid {p.pid}" for p in self.procs if p.poll() is None]
+        return out
+
+    def close(self) -> None:
+        for host in list(self.hosts):
+            self._kill_all(host)
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        for host in list(self.hosts):
+            _ip("netns", "del", self.ns(host), check=False)
+            self.hosts.pop(host)
+        for link in list(self.links.values()):
+            _ip("link", "del", link, check=False)
+        self.links.clear()
+        _ip("link", "del", self.bridge, check=False)
