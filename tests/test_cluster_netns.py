@@ -190,11 +190,15 @@ def _assert_same_store(cluster: Cluster, url: str, reference: str) -> None:
             assert arr.dtype == other.dtype and arr.shape == other.shape and arr.tobytes() == other.tobytes(), (ex_id, name)
 
 
+def _store_options_env(cluster: Cluster) -> dict:
+    """The store's options as the catalog writes them: credentials from the driver's environment."""
+    return {"key": "${AWS_ACCESS_KEY_ID}", "secret": "${AWS_SECRET_ACCESS_KEY}",
+            "client_kwargs": {"endpoint_url": cluster.endpoint, "region_name": REGION}}
+
+
 def _run(cluster: Cluster, name: str, during=None) -> tuple[dict, str, float]:
     store = f"s3://store/{name}.zarr"
-    cat = write_catalog(cluster.driver_dir / f"{name}.yaml", _catalog(cluster, store, {
-        "key": "${AWS_ACCESS_KEY_ID}", "secret": "${AWS_SECRET_ACCESS_KEY}",
-        "client_kwargs": {"endpoint_url": cluster.endpoint, "region_name": REGION}}))
+    cat = write_catalog(cluster.driver_dir / f"{name}.yaml", _catalog(cluster, store, _store_options_env(cluster)))
     summary_path = cluster.driver_dir / f"{name}.json"
     t0 = time.monotonic()
     p = cluster.run_driver(cat, summary_path, cluster.driver_dir / f"prefect-{name}")
@@ -260,6 +264,21 @@ def test_workers_are_separate_hosts_without_the_drivers_disk_or_credentials(clus
         assert s["opened"] is False, f"{name} opened a driver-only path"
         assert s["tmp"] == f"/tmp/{name}" and s["tmp_entries"] == [name], s  # a /tmp of its own, empty but for its folder
         assert s["aws"] == [] and s["api"] is None, s
+
+
+def test_an_api_the_workers_cannot_reach_is_refused_at_start(cluster):
+    """PREFECT_API_URL on the driver's loopback: the workers (other hosts) cannot reach it.
+    The run refuses before any work, in one line that says what to set."""
+    cat = write_catalog(cluster.driver_dir / "refused.yaml", _catalog(cluster, "s3://store/refused.zarr", _store_options_env(cluster)))
+    env = {**_base_env(str(cluster.driver_dir)), "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "PREFECT_API_URL": "http://127.0.0.1:4200/api", "COLUMNS": "300"}
+    log = cluster.logs / "refused.log"
+    p = cluster.net.spawn("driver", [str(BIN / "audioprep"), "run", str(cat), "--scheduler", cluster.scheduler, "--no-report"], env=env, log=str(log))
+    assert p.wait(120) != 0
+    out = " ".join(log.read_text(errors="replace").split())  # one line, however the terminal wraps it
+    assert "2 of 2 Dask worker(s) of " in out and "cannot reach this run's Prefect API at http://127.0.0.1:4200/api" in out, out
+    assert "Set PREFECT_API_URL to a Prefect server that this host and every worker reach" in out and "Traceback" not in out, out
+    assert not all_objects(cluster.endpoint, "store", "refused.zarr/_partitions/")  # no partition ran
 
 
 def test_the_run_completes_across_hosts_and_equals_the_embedded_cluster(cluster, run, reference):

@@ -126,3 +126,54 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_api_listens_where_the_workers_reach_the_scheduler_from():
+    """Loopback for an embedded cluster or a scheduler on this host; the address of the route
+    to a scheduler elsewhere (a UDP connect sends nothing); a clear refusal otherwise."""
+    from pipeline.errors import ClusterError
+
+    assert server.api_host_for(None) == "127.0.0.1"
+    assert server.api_host_for("tcp://127.0.0.1:8786") == "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # this host's address toward a documentation address
+        try:
+            s.connect(("192.0.2.10", 8786))
+            expected = s.getsockname()[0]
+        except OSError:
+            expected = None
+    if expected:
+        assert server.api_host_for("tcp://192.0.2.10:8786") == expected != "127.0.0.1"
+    with pytest.raises(ClusterError, match="set PREFECT_API_URL"):
+        server.api_host_for("tcp://no-such-host.invalid:8786")
+    with pytest.raises(ClusterError, match="set PREFECT_API_URL"):
+        server.api_host_for("inproc://10.0.0.1/1/2")
+    assert server.LocalApiServer(host="::1", port=5).url == "http://[::1]:5/api"
+
+
+def test_workers_that_cannot_reach_the_api_are_named_before_anything_runs(no_api):
+    """A scheduler whose worker gets a URL it cannot reach: ClusterError names the worker and
+    says to set PREFECT_API_URL (the workers reach nothing on a closed port either)."""
+    from flows.runtime import check_workers_reach
+    from pipeline.errors import ClusterError
+
+    port = server.free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    procs = [subprocess.Popen([f"{bin_dir}/dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        addr = f"tcp://127.0.0.1:{port}"
+        procs.append(subprocess.Popen([f"{bin_dir}/dask", "worker", addr, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", "wx"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        closed = f"http://127.0.0.1:{server.free_port()}/api"
+        with pytest.raises(ClusterError) as err:
+            check_workers_reach(addr, closed)
+        msg = str(err.value)
+        assert f"1 of 1 Dask worker(s) of {addr} cannot reach this run's Prefect API at {closed}" in msg
+        assert "Set PREFECT_API_URL" in msg and "tcp://127.0.0.1:" in msg
+        with server.prefect_api() as url:  # a server every worker here reaches: no error
+            check_workers_reach(addr, url)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(15)
