@@ -40,7 +40,7 @@ def _why_no_slurm() -> str | None:
 
 
 _SKIP = _why_no_slurm()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+needs_slurm = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 
 def _exe(name: str) -> str:
@@ -94,6 +94,37 @@ def _wait_for(pred, timeout, what):
             return
         time.sleep(0.2)
     raise TimeoutError(what)
+
+
+def test_execution_cluster_kinds_in_the_catalog(tmp_path, tiny_corpus):
+    from flows.slurm import WORKER_PRELOAD, slurm_api_host, slurm_cluster_kwargs
+    from pipeline.config.catalog import load_catalog
+    from pipeline.errors import CatalogError, ClusterError
+
+    def load(**execution):
+        return load_catalog(write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", execution=execution))).catalog.execution
+
+    spec = {"kind": "slurm", "jobs": 2, "cores": 4, "processes": 2, "memory": "8GiB", "queue": "cpu", "interface": "lo",
+            "job_extra_directives": ["--gres=gpu:1"], "job_script_prologue": ["module load x"]}
+    ex = load(cluster=spec)
+    assert ex.scheduler_address() is None and ex.cluster.kind == "slurm"
+    kw = slurm_cluster_kwargs(ex.cluster, "127.0.0.1:0")
+    assert kw["n_workers"] == 4 and (kw["cores"], kw["processes"], kw["memory"], kw["queue"]) == (4, 2, "8GiB", "cpu")
+    assert kw["interface"] == "lo" and kw["job_extra_directives"] == ["--gres=gpu:1"] and kw["job_script_prologue"] == ["module load x"]
+    assert kw["worker_extra_args"] == ["--preload", WORKER_PRELOAD] and kw["scheduler_options"] == {"dashboard_address": "127.0.0.1:0"}
+    assert "account" not in kw  # unset keys are left to dask-jobqueue's configuration
+    assert slurm_api_host(ex.cluster) == "127.0.0.1"
+    with pytest.raises(ClusterError, match="execution.cluster.interface"):
+        slurm_api_host(load(cluster={**spec, "interface": "no-such-if0"}).cluster)
+    assert load(cluster={"kind": "scheduler", "address": "tcp://h:8786"}).scheduler_address() == "tcp://h:8786"
+    assert load(scheduler="tcp://h:8786").scheduler_address() == "tcp://h:8786"
+    assert load(cluster={"kind": "local"}).scheduler_address() is None
+    for bad, says in [({"scheduler": "tcp://h:8786", "cluster": spec}, "cannot both be set"),
+                      ({"cluster": {**spec, "job": 3}}, "job"),
+                      ({"cluster": {"kind": "kubernetes"}}, "kind")]:
+        with pytest.raises(CatalogError) as err:
+            load(**bad)
+        assert says in str(err.value) and "execution" in str(err.value), str(err.value)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +191,8 @@ def reference_store(tiny_corpus, tmp_path_factory):
     return d / "ref.zarr"
 
 
+@pytest.mark.slow
+@needs_slurm
 def test_a_run_whose_workers_are_slurm_jobs(slurm, tiny_corpus, tmp_path, reference_store):
     from pipeline import open_dataset
 
