@@ -14,10 +14,36 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
+#: what a host must still see when /tmp and the driver's folders are hidden: this checkout and
+#: its virtual environment (a CI clone may well live under /tmp)
+KEEP = tuple(sorted({os.path.realpath(p) for p in (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix, sys.base_prefix)}))
+#: an empty folder outside /tmp to stage kept folders while /tmp is covered (a tmpfs there is
+#: private to the host's mount namespace)
+STAGE = next((d for d in ("/mnt", "/media", "/srv", "/opt") if os.path.isdir(d)), "/mnt")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _mount_script(hidden: list[str]) -> list[str]:
+    """Shell steps that cover each of ``hidden`` with an empty tmpfs, keeping :data:`KEEP`
+    folders inside them visible (bind-mounted through :data:`STAGE`)."""
+    keep = [k for k in KEEP if any(_inside(k, h) for h in hidden)]
+    steps = []
+    if keep:
+        steps.append(f"mount -t tmpfs -o size=1m tmpfs {STAGE}")
+        for i, k in enumerate(keep):
+            steps += [f"mkdir -p {STAGE}/k{i}", f"mount --bind {shlex.quote(k)} {STAGE}/k{i}"]
+    steps += [f"mount -t tmpfs -o size=512m tmpfs {shlex.quote(d)}" for d in hidden]
+    for i, k in enumerate(keep):
+        steps += [f"mkdir -p {shlex.quote(k)}", f"mount --bind {STAGE}/k{i} {shlex.quote(k)}"]
+    return steps
 
 
 def why_no_netns() -> str | None:
@@ -101,7 +127,7 @@ class TestNet:
         (created on that tmpfs)."""
         cmd = [IP, "netns", "exec", self.ns(host)]
         if hide or workdir:
-            mounts = [f"mount -t tmpfs -o size=512m tmpfs {shlex.quote(d)}" for d in (*hide, "/tmp") if os.path.isdir(d)]
+            mounts = _mount_script([d for d in (*hide, "/tmp") if os.path.isdir(d)])
             script = " && ".join([*mounts, f"mkdir -p {shlex.quote(workdir or '/tmp/work')}", f"cd {shlex.quote(workdir or '/tmp/work')}",
                                   "exec " + shlex.join(argv)])
             cmd += ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
