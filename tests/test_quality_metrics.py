@@ -162,3 +162,32 @@ def test_spectral_loudness_agrees_with_the_filtered_samples():
     # frames stand for the samples at a block's edges: unbiased, a few tenths of a LU apart
     assert abs(np.mean(err)) < 0.1 and np.mean(np.abs(err)) < 0.25 and np.max(np.abs(err)) < 1.0
     assert both(np.zeros(SR, np.float32), SR)[0] == LOUDNESS_FLOOR_LUFS
+
+
+def test_measure_reuses_the_features_analysis_and_leaves_the_features_bit_identical():
+    from pipeline.features import FeaturesConfig, build_feature_set
+    from pipeline.quality.testset import speech_like
+
+    y = speech_like(np.random.default_rng(4), f0_hz=130, tract=1.0, seconds=3.0)
+    fset = build_feature_set(FeaturesConfig.model_validate({"log_mel": {}, "spectral_centroid": {}, "mfcc": {}}), SR)
+    alone = fset.compute(y)
+    ana = fset.analyze(y)
+    m = measure(y, y, SR, QualityConfig(), analysis=ana)
+    shared = fset.compute(y, analysis=ana)
+    assert all(np.array_equal(alone[k], shared[k]) for k in alone)
+    # the default STFT (n_fft 400, hop 160, Hann) is the features': the same metrics without an analysis
+    m0 = measure(y, y, SR, QualityConfig())
+    assert m.metrics == m0.metrics and np.array_equal(m.codes, m0.codes) and m.pcm_hash == m0.pcm_hash
+    with pytest.raises(ValueError, match="not of this clip"):
+        measure(y[:-1], y[:-1], SR, QualityConfig(), analysis=ana)
+
+
+def test_pcm_hash_key_covers_both_halves():
+    from pipeline.quality.fingerprint import pcm_hash
+
+    y = np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    z = y.copy()
+    z[-1] += 1e-3
+    # the duplicate index keys on the first 64 bits: a change anywhere must reach them
+    assert pcm_hash(y)[:16] != pcm_hash(z)[:16] and pcm_hash(y)[16:] == pcm_hash(z)[16:]
+    assert pcm_hash(y[:-1])[16:] != pcm_hash(y)[16:]
