@@ -191,3 +191,13 @@ def test_pcm_hash_key_covers_both_halves():
     # the duplicate index keys on the first 64 bits: a change anywhere must reach them
     assert pcm_hash(y)[:16] != pcm_hash(z)[:16] and pcm_hash(y)[16:] == pcm_hash(z)[16:]
     assert pcm_hash(y[:-1])[16:] != pcm_hash(y)[16:]
+
+
+def test_compiled_median_filter_matches_scipy():
+    from scipy.ndimage import median_filter
+
+    from pipeline.quality._kernels import median_nearest
+
+    x = np.random.default_rng(0).random(100).astype(np.float32)
+    for width in (3, 7, 13, 151):
+        assert np.array_equal(median_nearest(x, width), median_filter(x, size=width, mode="nearest"))

@@ -47,46 +47,128 @@ def clipped_in_runs(y: np.ndarray, rail: float) -> int:  # pragma: no cover - co
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def spectral_pass(power: np.ndarray, weights: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, pool: int,
-                  skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+def spectral_pass(power: np.ndarray, weights: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, stride: int,
+                  skip_steps: int, block_steps: int):  # pragma: no cover - compiled
     """One read of the power spectrum (n_frames, n_bins) for every metric that needs it.
 
-    Returns ``(column sums (n_bins,), power @ weights (n_frames,), band sums (n_frames, n_bands),
-    pooled (n_bins, n_blocks))``: the column sums over all frames but ``skip`` at each end,
-    bins ``band_lo[j]:band_hi[j]`` summed per band, and the frames after ``skip`` summed in
-    blocks of ``pool`` (frequency-major).
+    Frames are first summed in steps of ``stride`` (the trailing partial step is dropped).
+    Returns, per step, ``power @ weights`` (n_steps,) and the band sums (n_steps, n_bands)
+    of bins ``band_lo[j]:band_hi[j]``; the column sums (n_bins,) over all steps but
+    ``skip_steps`` at each end; and over those steps, blocks of ``block_steps`` steps summed
+    (n_blocks, n_bins).
     """
     n_frames, n_bins = power.shape
     n_bands = band_lo.shape[0]
+    n_steps = n_frames // stride
+    steps = np.zeros((n_steps, n_bins), dtype=np.float32)
+    for st in range(n_steps):
+        out = steps[st]
+        for t in range(st * stride, (st + 1) * stride):
+            row = power[t]
+            for b in range(n_bins):
+                out[b] += row[b]
+    weighted = np.empty(n_steps, dtype=np.float32)
+    bands = np.empty((n_steps, n_bands), dtype=np.float32)
     colsum = np.zeros(n_bins, dtype=np.float32)
-    weighted = np.empty(n_frames, dtype=np.float32)
-    bands = np.empty((n_frames, n_bands), dtype=np.float32)
-    n_blocks = max(0, (n_frames - 2 * skip) // pool)
-    pooled_t = np.zeros((n_blocks, n_bins), dtype=np.float32)
-    for t in range(n_frames):
-        row = power[t]
+    for st in range(n_steps):
+        row = steps[st]
         acc = np.float32(0.0)
         for b in range(n_bins):
             acc += row[b] * weights[b]
-        weighted[t] = acc
-        if skip <= t < n_frames - skip:
-            for b in range(n_bins):
-                colsum[b] += row[b]
+        weighted[st] = acc
         for j in range(n_bands):
             e = np.float32(0.0)
             for b in range(band_lo[j], band_hi[j]):
                 e += row[b]
-            bands[t, j] = e
-        blk = (t - skip) // pool
-        if t >= skip and blk < n_blocks:
-            out = pooled_t[blk]
+            bands[st, j] = e
+        if skip_steps <= st < n_steps - skip_steps:
+            for b in range(n_bins):
+                colsum[b] += row[b]
+    n_blocks = max(0, (n_steps - 2 * skip_steps) // block_steps)
+    blocks = np.zeros((n_blocks, n_bins), dtype=np.float32)
+    for k in range(n_blocks):
+        out = blocks[k]
+        for st in range(skip_steps + k * block_steps, skip_steps + (k + 1) * block_steps):
+            row = steps[st]
             for b in range(n_bins):
                 out[b] += row[b]
-    pooled = np.empty((n_bins, n_blocks), dtype=np.float32)
+    return weighted, bands, colsum, blocks
+
+
+@numba.njit(cache=True, nogil=True)
+def gated_loudness(z: np.ndarray, centres: np.ndarray, n_samples: int, block: int, step: int, absolute_lufs: float,
+                   relative_lu: float, floor_lufs: float) -> float:  # pragma: no cover - compiled
+    """BS.1770 gating over frames' K-weighted mean squares ``z`` centred at ``centres`` (sorted):
+    a block's power is the mean of the frames whose centres fall in it."""
+    n_blocks = (n_samples - block) // step + 1 if n_samples >= block else 0
+    power = np.empty(n_blocks, dtype=np.float64)
+    m = 0
+    lo = 0
+    hi = 0
+    acc = 0.0
     for k in range(n_blocks):
-        for b in range(n_bins):
-            pooled[b, k] = pooled_t[k, b]
-    return colsum, weighted, bands, pooled
+        start = k * step
+        while hi < z.shape[0] and centres[hi] < start + block:
+            acc += z[hi]
+            hi += 1
+        while lo < hi and centres[lo] < start:
+            acc -= z[lo]
+            lo += 1
+        if hi > lo:
+            power[m] = max(acc, 0.0) / (hi - lo)
+            m += 1
+    total = 0.0
+    count = 0
+    for k in range(m):
+        if power[k] > 0 and -0.691 + 10.0 * np.log10(power[k]) > absolute_lufs:
+            total += power[k]
+            count += 1
+    if count == 0:
+        return floor_lufs
+    relative = -0.691 + 10.0 * np.log10(total / count) + relative_lu
+    total2 = 0.0
+    count2 = 0
+    for k in range(m):
+        if power[k] > 0:
+            lk = -0.691 + 10.0 * np.log10(power[k])
+            if lk > absolute_lufs and lk > relative:
+                total2 += power[k]
+                count2 += 1
+    return -0.691 + 10.0 * np.log10(total2 / count2)
+
+
+@numba.njit(cache=True, nogil=True)
+def sketch_keys(codes: np.ndarray, k: int, inactive: int):  # pragma: no cover - compiled
+    """The ``k`` smallest distinct splitmix64 hashes of adjacent active code pairs, with the
+    frame of each hash's first pair (see pipeline.quality.fingerprint.sketch)."""
+    n = codes.shape[0] - 1
+    h = np.empty(max(n, 0), dtype=np.uint64)
+    frame = np.empty(max(n, 0), dtype=np.int32)
+    m = 0
+    for i in range(n):
+        a = codes[i]
+        b = codes[i + 1]
+        if a != inactive and b != inactive:
+            z = ((np.uint64(a) << np.uint64(16)) | np.uint64(b)) + np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            h[m] = z ^ (z >> np.uint64(31))
+            frame[m] = i
+            m += 1
+    order = np.argsort(h[:m], kind="mergesort")  # stable: a repeated hash keeps its first frame
+    keys = np.empty(min(k, m), dtype=np.uint64)
+    frames = np.empty(min(k, m), dtype=np.int32)
+    out = 0
+    for r in range(m):
+        if out >= k:
+            break
+        v = h[order[r]]
+        if out > 0 and keys[out - 1] == v:
+            continue
+        keys[out] = v
+        frames[out] = frame[order[r]]
+        out += 1
+    return keys[:out], frames[:out]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -122,3 +204,18 @@ def philips_codes(bands: np.ndarray, pool: int, stride: int, lag: int, active_ra
         else:
             codes[s] = -1
     return codes
+
+
+@numba.njit(cache=True, nogil=True)
+def median_nearest(x: np.ndarray, width: int) -> np.ndarray:  # pragma: no cover - compiled
+    """``scipy.ndimage.median_filter(x, size=width, mode="nearest")`` for odd ``width`` (1-D)."""
+    n = x.shape[0]
+    half = width // 2
+    out = np.empty(n, dtype=x.dtype)
+    buf = np.empty(width, dtype=x.dtype)
+    for i in range(n):
+        for j in range(width):
+            buf[j] = x[min(n - 1, max(0, i - half + j))]
+        buf.sort()
+        out[i] = buf[half]
+    return out

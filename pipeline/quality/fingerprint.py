@@ -2,11 +2,10 @@
 
 The near-duplicate fingerprint is the Philips (Haitsma & Kalker) sub-fingerprint on the
 features' power spectrum: the energies of 17 log-spaced bands from 300 to 3000 Hz are
-summed over :data:`POOL_SECONDS` of STFT frames every :data:`STEP_SECONDS` (a long
-analysis window from short frames: a trim's shift by part of a step flips few bits); per
-step, 16 bits, the sign of the time derivative of the energy difference between adjacent
-bands. Below 3 kHz it survives 8 kHz resampling and MP3 low-pass; differences of energies
-ignore gain.
+summed over :data:`POOL_STEPS` 32 ms steps of STFT frames, every step (a long analysis
+window from short frames: a trim's shift by part of a step flips few bits); per step,
+16 bits, the sign of the time derivative of the energy difference between adjacent bands.
+Below 3 kHz it survives 8 kHz resampling and MP3 low-pass; differences of energies ignore gain.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ BITS = N_BANDS - 1
 BAND_LOW_HZ = 300.0
 BAND_HIGH_HZ = 3000.0
 LAG_FRAMES = 1
-#: a fingerprint frame: band energies summed over this much of the STFT's frames, every step
-POOL_SECONDS = 0.096
-STEP_SECONDS = 0.032
+#: a fingerprint frame: band energies summed over this many metric steps (of
+#: pipeline.quality.spectrum.STEP_SECONDS), one frame per step
+POOL_STEPS = 3
 #: frames more than this far below the clip's loudest frame (in the fingerprint bands) are inactive
 ACTIVE_RANGE_DB = 45.0
 #: the value of an inactive frame (no 16-bit pattern has it)
@@ -73,20 +72,12 @@ def band_ranges(n_bins: int, bin_hz: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def fingerprint(spectra: Spectra, bands: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """``(codes, frame_seconds)``: one int32 per step, a 16-bit pattern or :data:`INACTIVE`.
-
-    ``bands``: (n_frames, N_BANDS) band energies; default ``spectra.reduced.bands``.
-    """
-    sr = spectra.sample_rate
-    stride = max(1, int(round(STEP_SECONDS * sr / spectra.hop)))
-    pool = max(stride, int(round(POOL_SECONDS * sr / spectra.hop)))
-    step_s = stride * spectra.hop / sr
-    if bands is None:
-        bands = spectra.reduced.bands
-    codes = _kernels.philips_codes(np.ascontiguousarray(bands), pool, stride, LAG_FRAMES, 10.0 ** (-ACTIVE_RANGE_DB / 10.0),
-                                   1e-10 * pool / spectra.scale)  # 1e-10: a density, summed over pool unscaled frames
-    return codes, step_s
+def fingerprint(spectra: Spectra) -> tuple[np.ndarray, float]:
+    """``(codes, frame_seconds)``: one int32 per step, a 16-bit pattern or :data:`INACTIVE`."""
+    r = spectra.reduced
+    codes = _kernels.philips_codes(r.bands, POOL_STEPS, 1, LAG_FRAMES, 10.0 ** (-ACTIVE_RANGE_DB / 10.0),
+                                   1e-10 * POOL_STEPS * r.stride / spectra.scale)  # 1e-10: of the density
+    return codes, r.stride * spectra.hop / spectra.sample_rate
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -99,15 +90,11 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def sketch(codes: np.ndarray, k: int = SKETCH_KEYS) -> tuple[np.ndarray, np.ndarray]:
     """Index keys of a clip: ``(keys uint64 (<=k,), frames int32 (<=k,))``, the ``k`` smallest
-    hashes of its distinct pairs of adjacent sub-fingerprints, and the frame of each. Clips
-    sharing a key are candidate duplicates, aligned by the difference of its frames."""
+    hashes (:func:`_mix64`) of its distinct pairs of adjacent sub-fingerprints, and the frame
+    of each. Clips sharing a key are candidate duplicates, aligned by the difference of their frames."""
     if codes.size < 2:
         return np.zeros(0, np.uint64), np.zeros(0, np.int32)
-    a, b = codes[:-1], codes[1:]
-    ok = np.flatnonzero((a != INACTIVE) & (b != INACTIVE))
-    pairs = (a[ok].astype(np.uint64) << np.uint64(16)) | b[ok].astype(np.uint64)
-    h, first = np.unique(_mix64(pairs), return_index=True)
-    return h[:k], ok[first[:k]].astype(np.int32)
+    return _kernels.sketch_keys(np.ascontiguousarray(codes, dtype=np.int32), k, INACTIVE)
 
 
 def popcount16(x: np.ndarray) -> np.ndarray:
