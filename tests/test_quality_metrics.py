@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import google_crc32c
 import numpy as np
 import pytest

@@ -30,6 +30,9 @@ POOL_STEPS = 3
 ACTIVE_RANGE_DB = 45.0
 #: the value of an inactive frame (no 16-bit pattern has it)
 INACTIVE = -1
+#: bump when the fingerprint or the PCM hash changes: the duplicate index compares only
+#: partition files of the current version (2: on the features' STFT, CRC-32C hash)
+FINGERPRINT_VERSION = 2
 #: sub-fingerprints kept as a clip's index keys (the smallest by hash: a bottom-k sketch)
 SKETCH_KEYS = 64
 
