@@ -45,9 +45,12 @@ def pcm_hash(y: np.ndarray) -> str:
     count (16 digits). CRC-32C runs in hardware, some 20 times faster than BLAKE2b.
     """
     x = np.ascontiguousarray(y, dtype=np.float32).view()  # the buffer itself, not a copy
-    x.flags.writeable = False  # google_crc32c reads read-only buffers only (this view's flag, not the caller's)
+    x.flags.writeable = False  # the C extension reads read-only buffers only (this view's flag, not the caller's)
     half = x.size // 2
-    return f"{google_crc32c.value(x[:half]):08x}{google_crc32c.value(x[half:]):08x}{x.size:016x}"
+    a, b = x[:half], x[half:]
+    if google_crc32c.implementation != "c":  # the pure-Python fallback iterates over bytes objects only
+        a, b = a.tobytes(), b.tobytes()
+    return f"{google_crc32c.value(a):08x}{google_crc32c.value(b):08x}{x.size:016x}"
 
 
 @lru_cache(maxsize=8)
