@@ -173,7 +173,7 @@ def sketch_keys(codes: np.ndarray, k: int, inactive: int):  # pragma: no cover -
 
 @numba.njit(cache=True, nogil=True)
 def philips_codes(bands: np.ndarray, pool: int, stride: int, lag: int, active_ratio: float,
-                  abs_floor: float) -> np.ndarray:  # pragma: no cover - compiled
+                  abs_floor: float, band_ratio: float, min_bands: int) -> np.ndarray:  # pragma: no cover - compiled
     """Sub-fingerprints from band energies (n_frames, n_bands): energies summed over ``pool``
     frames every ``stride``; per step, bit ``j`` = sign of the change over ``lag`` steps of
     (band ``j`` - band ``j + 1``); -1 where the step's energy is below ``active_ratio`` of the
@@ -195,7 +195,14 @@ def philips_codes(bands: np.ndarray, pool: int, stride: int, lag: int, active_ra
         top = max(top, level[s])
     codes = np.empty(n - lag, dtype=np.int32)
     for s in range(n - lag):
-        if level[s] > top * active_ratio and level[s] > abs_floor:
+        strong = 0
+        peak = 0.0
+        for j in range(n_bands):
+            peak = max(peak, e[s + lag, j])
+        for j in range(n_bands):
+            if e[s + lag, j] >= peak * band_ratio:
+                strong += 1
+        if level[s] > top * active_ratio and level[s] > abs_floor and strong >= min_bands:
             c = 0
             for j in range(n_bands - 1):
                 if (e[s + lag, j] - e[s + lag, j + 1]) - (e[s, j] - e[s, j + 1]) > 0:

@@ -28,6 +28,11 @@ LAG_FRAMES = 1
 POOL_STEPS = 3
 #: frames more than this far below the clip's loudest frame (in the fingerprint bands) are inactive
 ACTIVE_RANGE_DB = 45.0
+#: a frame is also inactive when fewer than MIN_BANDS bands are within BAND_RANGE_DB of its
+#: strongest: a tone or a chirp fills one or two bands, and the others hold only the STFT
+#: window's leakage, whose bits follow the tone's motion alike in every such clip
+BAND_RANGE_DB = 30.0
+MIN_BANDS = 6
 #: the value of an inactive frame (no 16-bit pattern has it)
 INACTIVE = -1
 #: bump when the fingerprint or the PCM hash changes: the duplicate index compares only
@@ -82,7 +87,8 @@ def fingerprint(spectra: Spectra) -> tuple[np.ndarray, float]:
     """``(codes, frame_seconds)``: one int32 per step, a 16-bit pattern or :data:`INACTIVE`."""
     r = spectra.reduced
     codes = _kernels.philips_codes(r.bands, POOL_STEPS, 1, LAG_FRAMES, 10.0 ** (-ACTIVE_RANGE_DB / 10.0),
-                                   1e-10 * POOL_STEPS * r.stride / spectra.scale)  # 1e-10: of the density
+                                   1e-10 * POOL_STEPS * r.stride / spectra.scale,  # 1e-10: of the density
+                                   10.0 ** (-BAND_RANGE_DB / 10.0), MIN_BANDS)
     return codes, r.stride * spectra.hop / spectra.sample_rate
 
 
