@@ -33,6 +33,8 @@ ACTIVE_RANGE_DB = 45.0
 #: window's leakage, whose bits follow the tone's motion alike in every such clip
 BAND_RANGE_DB = 30.0
 MIN_BANDS = 6
+#: fewer frames active in both clips than this tell nothing (a few bits agree by chance)
+MIN_ACTIVE_FRAMES = 8
 #: the value of an inactive frame (no 16-bit pattern has it)
 INACTIVE = -1
 #: bump when the fingerprint or the PCM hash changes: the duplicate index compares only
@@ -121,11 +123,11 @@ def similarity(a: np.ndarray, b: np.ndarray, *, max_offset: int, min_overlap: fl
     """Best share of agreeing bits between two fingerprints over shifts up to ``max_offset`` frames
     (or over ``offsets``: frame ``i`` of ``a`` against frame ``i + off`` of ``b``),
     counting frames active in both; 0.0 when no shift overlaps ``min_overlap`` of the longer
-    clip's active frames."""
+    clip's active frames, or :data:`MIN_ACTIVE_FRAMES` frames."""
     na, nb = int(np.count_nonzero(a != INACTIVE)), int(np.count_nonzero(b != INACTIVE))
     # both clips mostly covered: a copy, not an excerpt of a longer recording
-    need = max(1, int(np.ceil(min_overlap * max(na, nb))))
-    if min(na, nb) == 0:
+    need = max(MIN_ACTIVE_FRAMES, int(np.ceil(min_overlap * max(na, nb))))
+    if min(na, nb) < MIN_ACTIVE_FRAMES:
         return 0.0
     best = 0.0
     for off in offsets if offsets is not None else range(-max_offset, max_offset + 1):
