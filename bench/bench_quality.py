@@ -3,10 +3,15 @@
 Run: ``python -m bench.bench_quality`` (``make bench``). One thread, under the workers'
 allocator settings (it re-runs itself with them). Writes bench/results/quality.json. Three parts:
 
-* ``cost``: per clip, :func:`pipeline.quality.analyze.measure` (every metric, the PCM hash,
-  the fingerprint and its sketch) against the log-mel featurize of the same clip
-  (FeatureSet with ``log_mel``, n_fft 400, hop 160, 80 mels), timed side by side, best of
-  ``--repeats`` interleaved rounds on the same clips. Target: ratio <= 0.10.
+* ``cost``: per clip, what :func:`pipeline.quality.analyze.measure` (every metric, the PCM
+  hash, the fingerprint and its sketch) adds to the log-mel featurize of the same clip
+  (FeatureSet with ``log_mel``, n_fft 400, hop 160, 80 mels), as a partition does it: the
+  featurize alone (``log_mel``) against ``analyze`` + ``measure(..., analysis=)`` +
+  ``compute(..., analysis=)`` (``log_mel_with_quality``), timed side by side, best of
+  ``--repeats`` interleaved rounds on the same clips; ``quality`` is the difference.
+  Target: ratio <= 0.10. Also timed: ``measure`` with no analysis (it takes its own STFT:
+  tests, or a catalog whose features take none) and what ``measure`` cost before it reused
+  the features' spectrum is in the git history of results/quality.json.
 * ``duplicates``: precision and recall of the near-duplicate index on the generated set of
   pipeline.quality.testset (copies: 64 kbit/s MP3 through libsndfile's LAME, 16 -> 8 -> 16 kHz,
   +-6 dB, 0.1 s trimmed; negatives: the other clips of the same speakers), pairwise.
@@ -59,25 +64,82 @@ def bench_cost(n_clips: int, seconds: float, repeats: int) -> dict:
         z, sr = sf.read(io.BytesIO(data), dtype="float32")
         return resample(z, sr, SR)
 
-    best = {"log_mel": np.inf, "quality": np.inf, "decode_resample": np.inf}
+    def with_quality(y: np.ndarray) -> None:
+        ana = fset.analyze(y)
+        measure(y, y, SR, cfg, analysis=ana)
+        fset.compute(y, analysis=ana)
+
+    with_quality(clips[0])  # compile the quality kernels (numba caches them on disk after the first process)
+    measure(clips[0], clips[0], SR, cfg)
+    runs = {"log_mel": fset.compute, "log_mel_with_quality": with_quality, "quality_standalone": lambda y: measure(y, y, SR, cfg)}
+    best = {name: np.inf for name in [*runs, "decode_resample"]}
     for _ in range(repeats):
         for name in best:
             t0 = time.perf_counter()
-            for y, data in zip(clips, flacs):
-                if name == "log_mel":
-                    fset.compute(y)
-                elif name == "quality":
-                    measure(y, y, SR, cfg)
-                else:
+            if name == "decode_resample":
+                for data in flacs:
                     decode_resample(data)
+            else:
+                f = runs[name]
+                for y in clips:
+                    f(y)
             best[name] = min(best[name], (time.perf_counter() - t0) / n_clips)
     ms = {k: v * 1e3 for k, v in best.items()}
+    quality = ms["log_mel_with_quality"] - ms["log_mel"]
     return {
         "clips": n_clips, "clip_seconds": seconds,
-        "log_mel_ms_per_clip": ms["log_mel"], "quality_ms_per_clip": ms["quality"], "decode_resample_ms_per_clip": ms["decode_resample"],
-        "ratio": ms["quality"] / ms["log_mel"], "target_ratio": 0.10,
-        "ratio_to_decode_resample_log_mel": ms["quality"] / (ms["log_mel"] + ms["decode_resample"]),
+        "log_mel_ms_per_clip": ms["log_mel"], "log_mel_with_quality_ms_per_clip": ms["log_mel_with_quality"],
+        "quality_ms_per_clip": quality, "quality_standalone_ms_per_clip": ms["quality_standalone"],
+        "decode_resample_ms_per_clip": ms["decode_resample"],
+        "ratio": quality / ms["log_mel"], "target_ratio": 0.10,
+        "ratio_standalone": ms["quality_standalone"] / ms["log_mel"],
+        "ratio_to_decode_resample_log_mel": quality / (ms["log_mel"] + ms["decode_resample"]),
     }
+
+
+_BASELINE = """
+import json, sys, time
+import numpy as np
+from threadpoolctl import threadpool_limits
+threadpool_limits(1)
+from pipeline.features import FeaturesConfig, build_feature_set
+from pipeline.quality.analyze import measure
+from pipeline.quality.config import QualityConfig
+from pipeline.quality.testset import speech_like
+n, seconds, repeats = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+clips = [speech_like(rng, f0_hz=rng.uniform(90, 240), tract=rng.uniform(0.85, 1.2), seconds=seconds) for _ in range(n)]
+fset = build_feature_set(FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}}), 16000)
+cfg = QualityConfig()
+measure(clips[0], clips[0], 16000, cfg)
+best = {"log_mel": np.inf, "quality": np.inf}
+for _ in range(repeats):
+    for name in best:
+        t0 = time.perf_counter()
+        for y in clips:
+            fset.compute(y) if name == "log_mel" else measure(y, y, 16000, cfg)
+        best[name] = min(best[name], (time.perf_counter() - t0) / n)
+print(json.dumps({k + "_ms_per_clip": v * 1e3 for k, v in best.items()}))
+"""
+
+
+def bench_baseline(ref: str, n_clips: int, seconds: float, repeats: int) -> dict:
+    """The same cost, measured by the code of git ``ref`` (its ``pipeline/`` in a temporary
+    tree, in a child process with this one's environment): the before of a change, in the
+    same bench run. Its ``measure`` is timed as that code's partition called it."""
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        commit = subprocess.run(["git", "rev-parse", ref], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        archive = subprocess.run(["git", "archive", commit, "pipeline"], cwd=root, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        out = subprocess.run([sys.executable, "-c", _BASELINE, str(n_clips), str(seconds), str(repeats)],
+                             env={**os.environ, "PYTHONPATH": tmp}, cwd=tmp, capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    res["ratio"] = res["quality_ms_per_clip"] / res["log_mel_ms_per_clip"]
+    return {"ref": ref, "commit": commit, **res}
 
 
 def bench_duplicates(speakers: int, clips: int) -> dict:
@@ -237,10 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-partition", type=int, default=500)
     ap.add_argument("--frames", type=int, default=300, help="fingerprint frames per synthetic file (300 = 4.8 s)")
     ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--baseline", default=None, help="also time the cost with the code of this git ref (the before of a change)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     set_one_thread()
     result = {"env": env_info()}
+    if args.baseline:
+        result["cost_baseline"] = bench_baseline(args.baseline, args.clips, args.seconds, args.repeats)
+        print(json.dumps(result["cost_baseline"], indent=1), flush=True)
     result["cost"] = bench_cost(args.clips, args.seconds, args.repeats)
     print(json.dumps(result["cost"], indent=1), flush=True)
     result["duplicates"] = bench_duplicates(args.speakers, args.clips_per_speaker)

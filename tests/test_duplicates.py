@@ -14,7 +14,7 @@ import yaml
 from pipeline.config.catalog import load_catalog
 from pipeline.errors import DuplicateError
 from pipeline.plan.splits import ClusterMember, SplitConflict, cluster_split
-from pipeline.quality.analyze import measure
+from pipeline.quality.analyze import METRICS_VERSION, measure
 from pipeline.quality.config import DuplicatesConfig, QualityConfig
 from pipeline.quality.duplicates import clusters, pack, reduce_bucket, write_fingerprints
 from pipeline.quality.testset import TRANSFORMS, make_set
@@ -69,6 +69,26 @@ def test_exact_copies_and_a_stricter_threshold(generated, tmp_path):
     assert [c.split("~")[-1] for c, _, _ in copies] == ["spk00_utt00", *TRANSFORMS]
     found, _ = _index(tmp_path, copies, partitions=1, n_buckets=1, cfg=DuplicatesConfig(similarity=1.0))
     assert found == [[0, 2, 3, 4]]
+
+
+def test_fingerprint_files_of_another_version_are_left_out_of_the_index(generated, tmp_path):
+    import io
+
+    from pipeline.quality.duplicates import fingerprint_path, read_fingerprints
+
+    (cid, _, y) = generated[0]
+    items = [(cid, "a", y), (cid + "_again", "a", y.copy())]
+    found, _ = _index(tmp_path, items, partitions=2, n_buckets=1)
+    assert found == [[0, 1]]
+    loc = StoreLocation(str(tmp_path / "idx"))
+    path = tmp_path / "idx" / fingerprint_path("p001")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "version"}  # as written before versions were recorded
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+    assert read_fingerprints(loc, "p001") is None and read_fingerprints(loc, "p000") is not None
+    assert reduce_bucket(loc, ["p000", "p001"], 0, 1, DuplicatesConfig()) == []
 
 
 def test_cluster_split_rules():
@@ -136,7 +156,7 @@ def test_run_puts_each_cluster_in_one_split_and_appends_across_versions(generate
     singles = [r for r in state.table if r["copy"] == 0 and not r["cluster"]]
     assert len(singles) == 4 and all(r["flags"] == "" for r in singles)
     assert all(np.isfinite(r["snr_db"]) and len(r["pcm_hash"]) == 32 for r in state.table)
-    assert state.meta["quality"]["metrics_version"] == 1 and "snr_db" in state.meta["quality"]["metrics"]
+    assert state.meta["quality"]["metrics_version"] == METRICS_VERSION and "snr_db" in state.meta["quality"]["metrics"]
     # a later run adds a trimmed copy: it joins its cluster's committed split
     _write_set(audio, [g for g in first if g[0].endswith("~trim_0.1s")])
     summary = steps.run_catalog(load_catalog(cat))

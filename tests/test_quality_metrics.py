@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -133,7 +132,10 @@ def test_measure_and_flags():
     quiet = np.concatenate([narrow[:SR] * 0.001, np.zeros(20 * SR, np.float32)])
     m3 = measure(quiet, quiet, SR, cfg)
     assert "mostly_silent" in quality_flags(rule_values(m3.metrics, sample_rate=SR), cfg)
-    assert m.pcm_hash == hashlib.blake2b(narrow.astype(np.float32).tobytes(), digest_size=16).hexdigest()
+    # CRC-32C of each half of the float32 bytes, then the sample count
+    raw = narrow.astype(np.float32).tobytes()
+    half = (narrow.size // 2) * 4
+    assert m.pcm_hash == f"{google_crc32c.value(raw[:half]):08x}{google_crc32c.value(raw[half:]):08x}{narrow.size:016x}"
     assert len(m.pcm_hash) == 32 and m.pcm_hash != m2.pcm_hash and m.codes.dtype == np.int32 and m.keys[0].size > 0
     # a custom flag rule
     strict = QualityConfig(flag_if="loudness_lufs < -10")
@@ -145,8 +147,7 @@ def test_spectral_loudness_agrees_with_the_filtered_samples():
     from pipeline.quality.testset import speech_like
 
     def both(y, sr):
-        s = spectral_frames(y, sr)
-        return spectral_loudness(s.power, s.freqs_hz, s.hop, s.n_fft, sr), integrated_loudness(y, sr)
+        return spectral_loudness(spectral_frames(y, sr)), integrated_loudness(y, sr)
 
     t = np.arange(20 * 48000) / 48000
     fast, exact = both((10 ** (-23 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 48000)
@@ -157,6 +158,45 @@ def test_spectral_loudness_agrees_with_the_filtered_samples():
         y = speech_like(rng, f0_hz=rng.uniform(90, 240), tract=rng.uniform(0.85, 1.2), seconds=rng.uniform(2, 6)) * 10 ** (-(k % 5) / 4)
         fast, exact = both(y.astype(np.float32), SR)
         err.append(fast - exact)
-    # frames of 128 ms stand for the samples at a block's edges: unbiased, a few tenths of a LU apart
+    # frames stand for the samples at a block's edges: unbiased, a few tenths of a LU apart
     assert abs(np.mean(err)) < 0.1 and np.mean(np.abs(err)) < 0.25 and np.max(np.abs(err)) < 1.0
     assert both(np.zeros(SR, np.float32), SR)[0] == LOUDNESS_FLOOR_LUFS
+
+
+def test_measure_reuses_the_features_analysis_and_leaves_the_features_bit_identical():
+    from pipeline.features import FeaturesConfig, build_feature_set
+    from pipeline.quality.testset import speech_like
+
+    y = speech_like(np.random.default_rng(4), f0_hz=130, tract=1.0, seconds=3.0)
+    fset = build_feature_set(FeaturesConfig.model_validate({"log_mel": {}, "spectral_centroid": {}, "mfcc": {}}), SR)
+    alone = fset.compute(y)
+    ana = fset.analyze(y)
+    m = measure(y, y, SR, QualityConfig(), analysis=ana)
+    shared = fset.compute(y, analysis=ana)
+    assert all(np.array_equal(alone[k], shared[k]) for k in alone)
+    # the default STFT (n_fft 400, hop 160, Hann) is the features': the same metrics without an analysis
+    m0 = measure(y, y, SR, QualityConfig())
+    assert m.metrics == m0.metrics and np.array_equal(m.codes, m0.codes) and m.pcm_hash == m0.pcm_hash
+    with pytest.raises(ValueError, match="not of this clip"):
+        measure(y[:-1], y[:-1], SR, QualityConfig(), analysis=ana)
+
+
+def test_pcm_hash_key_covers_both_halves():
+    from pipeline.quality.fingerprint import pcm_hash
+
+    y = np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    z = y.copy()
+    z[-1] += 1e-3
+    # the duplicate index keys on the first 64 bits: a change anywhere must reach them
+    assert pcm_hash(y)[:16] != pcm_hash(z)[:16] and pcm_hash(y)[16:] == pcm_hash(z)[16:]
+    assert pcm_hash(y[:-1])[16:] != pcm_hash(y)[16:]
+
+
+def test_compiled_median_filter_matches_scipy():
+    from scipy.ndimage import median_filter
+
+    from pipeline.quality._kernels import median_nearest
+
+    x = np.random.default_rng(0).random(100).astype(np.float32)
+    for width in (3, 7, 13, 151):
+        assert np.array_equal(median_nearest(x, width), median_filter(x, size=width, mode="nearest"))

@@ -86,22 +86,37 @@ class FeatureSet:
         return (np.arange(n_frames) * self.hop_length + offset) / self.sample_rate
 
     # -- computing ------------------------------------------------------------------------
-    def compute(self, y: np.ndarray) -> dict[str, np.ndarray]:
+    def analyze(self, y: np.ndarray) -> Analysis:
+        """The shared analysis of one clip (nothing computed yet), for :meth:`compute` to reuse.
+
+        Other consumers of the spectrum (the quality metrics) can read it first and leave
+        what they computed for the features. It lives in this thread's reusable buffers:
+        use it before the thread's next ``analyze`` or ``compute``.
+        """
+        return Analysis(_as_audio(y), self.plan)
+
+    def compute(self, y: np.ndarray, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
         """Every feature of one clip.
 
         Parameters
         ----------
         y : np.ndarray [shape=(n_samples,)]
             Mono audio at ``sample_rate`` (float32; other real dtypes are converted).
+        analysis : :meth:`analyze` of ``y``, already read by another consumer (its
+            spectrograms are reused: the features are the same as without it).
 
         Returns
         -------
         dict[str, np.ndarray [shape=(n_frames, *frame_shape), dtype=float32]]
             Raw (unnormalised) features, in :attr:`names` order; ``feat.T`` equals librosa's output.
         """
-        y = _as_audio(y)
-        n = self.n_frames(y.shape[0])
-        ana = Analysis(y, self.plan)
+        if analysis is None:
+            ana = Analysis(_as_audio(y), self.plan)
+        elif analysis.plan is not self.plan or analysis.y.shape != np.shape(y):
+            raise ValueError("compute: the analysis given is not this feature set's analysis of this clip")
+        else:
+            ana = analysis
+        n = self.n_frames(ana.y.shape[0])
         out: dict[str, np.ndarray] = {}
         for spec, params, state in self._entries:
             x = spec.compute(ana, params, state)

@@ -10,28 +10,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.features.analysis import Analysis
 from pipeline.quality.config import QualityConfig
 from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
 from pipeline.quality.loudness import spectral_loudness
 from pipeline.quality.metrics import (
-    activity_fractions,
+    activity_from_levels,
     bandwidth_hz,
     clipping_fraction,
-    dc_offset,
-    peak_dbfs,
-    rms_dbfs,
+    peak_abs,
+    power_db,
+    sample_levels,
     snr_db,
-    spectral_frames,
+    vad_frame,
 )
 from pipeline.quality.rules import parse_rule
+from pipeline.quality.spectrum import Spectra, default_plan
 
 #: the example table's float columns measured per example (docs/quality.md); NaN = not measured
 METRIC_COLUMNS = (
     "peak_dbfs", "rms_dbfs", "loudness_lufs", "dc_offset", "clipping_fraction",
     "speech_fraction", "silence_fraction", "snr_db", "bandwidth_hz",
 )
-#: bump when a metric's definition changes: recorded in the store's provenance
-METRICS_VERSION = 1
+#: bump when a metric's definition changes: recorded in the store's provenance.
+#: 2: SNR, bandwidth, loudness and fingerprint read the features' STFT, not a 128 ms one;
+#: pcm_hash is CRC-32C-based
+METRICS_VERSION = 2
 QUALITY_FLAGS = ("clipped", "mostly_silent", "low_snr", "narrowband", "quality", "duplicate")
 
 
@@ -45,7 +49,7 @@ class Measured:
     frame_seconds: float
 
 
-def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: QualityConfig) -> Measured:
+def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: QualityConfig, analysis: Analysis | None = None) -> Measured:
     """Measure one example.
 
     Parameters
@@ -53,23 +57,32 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
     y_decoded : (n0,) mono samples as decoded, before resampling (clipping and peak are
         measured there: resampling rings around the rails).
     y : (n,) the same audio resampled to ``sample_rate`` (everything else).
+    analysis : the feature set's :class:`Analysis` of ``y``
+        (:meth:`pipeline.features.feature_set.FeatureSet.analyze`): its power spectrum is
+        reused, and what is computed here is kept for the features. Default: an analysis
+        with ``features.stft`` at its defaults.
     """
-    spectra = spectral_frames(y, sample_rate)
-    speech, silence = activity_fractions(
-        y, sample_rate, frame_seconds=cfg.vad.frame_seconds, speech_dbfs=cfg.vad.speech_dbfs, silence_dbfs=cfg.vad.silence_dbfs
-    )
+    if analysis is None:
+        analysis = Analysis(np.ascontiguousarray(y, dtype=np.float32), default_plan(sample_rate))
+    elif analysis.plan.sample_rate != sample_rate or analysis.y.shape[0] != y.shape[0]:
+        raise ValueError(f"the analysis is of {analysis.y.shape[0]} samples at {analysis.plan.sample_rate} Hz, "
+                         f"not of this clip ({y.shape[0]} at {sample_rate})")
+    spectra = Spectra.from_analysis(analysis)
+    levels = sample_levels(y, vad_frame(sample_rate, cfg.vad.frame_seconds))
+    peak = peak_abs(y_decoded)
+    speech, silence = activity_from_levels(levels.frame_dbfs, speech_dbfs=cfg.vad.speech_dbfs, silence_dbfs=cfg.vad.silence_dbfs)
     metrics = {
-        "peak_dbfs": peak_dbfs(y_decoded),
-        "rms_dbfs": rms_dbfs(y),
-        "loudness_lufs": spectral_loudness(spectra.power, spectra.freqs_hz, spectra.hop, spectra.n_fft, sample_rate),
-        "dc_offset": dc_offset(y),
-        "clipping_fraction": clipping_fraction(y_decoded),
+        "peak_dbfs": power_db(peak * peak),
+        "rms_dbfs": levels.rms_dbfs,
+        "loudness_lufs": spectral_loudness(spectra),
+        "dc_offset": levels.dc_offset,
+        "clipping_fraction": clipping_fraction(y_decoded, peak=peak),
         "speech_fraction": speech,
         "silence_fraction": silence,
         "snr_db": snr_db(spectra),
         "bandwidth_hz": bandwidth_hz(spectra, floor_db=cfg.bandwidth_floor_db),
     }
-    codes, frame_seconds = fingerprint(spectra, sample_rate)
+    codes, frame_seconds = fingerprint(spectra)
     return Measured({k: float(v) for k, v in metrics.items()}, pcm_hash(y), codes, sketch(codes), frame_seconds)
 
 

@@ -38,8 +38,8 @@ class Thresholds(_Model):
 
 class QualityConfig(_Model):
     measure: bool = True
-    """Measure every example and fingerprint it for duplicates (docs/quality.md: about as
-    much compute per clip as decoding, resampling and a log-mel together). ``false``: the
+    """Measure every example and fingerprint it for duplicates (docs/quality.md: about a
+    quarter of a log-mel featurize per clip, reusing the features' STFT). ``false``: the
     metric columns stay NaN and no duplicate is found."""
     vad: Vad = Vad()
     flags: Thresholds = Thresholds()

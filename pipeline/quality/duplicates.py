@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.io.fs import join
 from pipeline.quality.config import DuplicatesConfig
-from pipeline.quality.fingerprint import similarity
+from pipeline.quality.fingerprint import FINGERPRINT_VERSION, similarity
 from pipeline.store.location import StoreLocation
 
 QUALITY_DIR = "_quality"
@@ -58,6 +58,7 @@ def pack(ids: list[str], pcm: list[str], codes: list[np.ndarray], keys: list[tup
         key_frames=np.concatenate([f for _, f in keys]).astype(np.int32) if keys else np.zeros(0, np.int32),
         key_rows=np.repeat(np.arange(len(keys)), klen).astype(np.int32),
         frame_seconds=np.float64(frame_seconds),
+        version=np.int64(FINGERPRINT_VERSION),
     )
     return buf.getvalue()
 
@@ -76,12 +77,17 @@ def write_fingerprints(loc: StoreLocation, partition_id: str, data: bytes) -> No
 
 
 def read_fingerprints(loc: StoreLocation, partition_id: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a partition's file; None when it has none, or when it was written by
+    another :data:`~pipeline.quality.fingerprint.FINGERPRINT_VERSION` (its fingerprints and
+    hashes do not compare with this one's: those rows are left out of the index)."""
     fs, root = loc.fs_root()
     try:
         data = fs.cat_file(join(root, fingerprint_path(partition_id)))
     except FileNotFoundError:
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        if (int(z["version"]) if "version" in z.files else 1) != FINGERPRINT_VERSION:
+            return None
         return {k: z[k] for k in z.files}
 
 

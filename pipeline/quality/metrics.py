@@ -1,19 +1,23 @@
-"""Per-example quality metrics: pure functions on a mono float waveform (full scale 1.0).
+"""Per-example quality metrics: pure functions on a mono float waveform (full scale 1.0)
+and on the short-time power spectrum the features already computed.
 
-Every function takes ``(n,)`` samples and returns plain floats. :func:`spectral_frames`
-computes the one short-time power spectrum that the SNR, the bandwidth and the near-duplicate
-fingerprint share, so the whole set costs a fraction of the log-mel features (bench_quality).
+The level metrics read the samples once (:func:`sample_levels`, a compiled loop). The SNR,
+the bandwidth, the loudness and the near-duplicate fingerprint read :class:`Spectra`: the
+``|X|**2`` of the feature set's own STFT (:class:`pipeline.features.analysis.Analysis`,
+``features.stft``), so measuring takes no FFT of its own when the features took one
+(bench_quality).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-import scipy.fft
-import scipy.signal
-from scipy.ndimage import median_filter
+
+from pipeline.quality import _kernels
+from pipeline.quality.spectrum import BLOCK_SECONDS, Spectra, default_plan, reduce_power, spectral_frames  # noqa: F401 - re-exported
 
 #: level of digital silence; keeps every column finite (JSON manifests, rules, Parquet)
 LEVEL_FLOOR_DB = -200.0
@@ -21,124 +25,144 @@ LEVEL_FLOOR_DB = -200.0
 LSB = 2.0**-15
 
 
-def _db(power: float) -> float:
+def power_db(power: float) -> float:
+    """``10 log10(power)``, :data:`LEVEL_FLOOR_DB` at digital silence."""
     return 10.0 * math.log10(power) if power > 10.0 ** (LEVEL_FLOOR_DB / 10.0) else LEVEL_FLOOR_DB
+
+
+def _samples(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    return y if y.dtype in (np.float32, np.float64) and y.flags.c_contiguous else np.ascontiguousarray(y, dtype=np.float64)
+
+
+def peak_abs(y: np.ndarray) -> float:
+    """Largest absolute sample (0.0 for no samples)."""
+    return max(float(np.max(y)), -float(np.min(y))) if y.size else 0.0
 
 
 def peak_dbfs(y: np.ndarray) -> float:
     """Largest absolute sample, in dB relative to full scale."""
-    return _db(float(np.max(np.abs(y))) ** 2) if y.size else LEVEL_FLOOR_DB
+    return power_db(peak_abs(y) ** 2)
 
 
 def rms_dbfs(y: np.ndarray) -> float:
     """Root-mean-square level in dBFS (a full-scale sine reads -3.01)."""
-    return _db(float(np.mean(np.square(y, dtype=np.float64)))) if y.size else LEVEL_FLOOR_DB
+    return sample_levels(y, max(1, y.shape[0])).rms_dbfs
 
 
 def dc_offset(y: np.ndarray) -> float:
     """Mean sample value (full scale 1.0)."""
-    return float(np.mean(y, dtype=np.float64)) if y.size else 0.0
+    return sample_levels(y, max(1, y.shape[0])).dc_offset
 
 
-def clipping_fraction(y: np.ndarray, lsb: float = LSB) -> float:
+def clipping_fraction(y: np.ndarray, lsb: float = LSB, *, peak: float | None = None) -> float:
     """Share of samples within ``lsb`` of full scale that are in runs of 2 or more.
 
     A single sample at full scale is a legal peak; two in a row at the rail are clipping.
     Compute it on the decoded audio, before resampling (which rings around the rail).
+    ``peak``: ``max |y|`` when known (a clip that never reaches the rail is not scanned again).
     """
     n = y.shape[0]
     if n < 2:
         return 0.0
-    top = np.abs(y) >= 1.0 - 2.0 * lsb  # int16's positive rail is 1 - lsb
-    pair = top[1:] & top[:-1]
-    in_run = np.zeros(n, dtype=bool)
-    in_run[1:] |= pair
-    in_run[:-1] |= pair
-    return float(np.count_nonzero(in_run)) / n
+    rail = 1.0 - 2.0 * lsb  # int16's positive rail is 1 - lsb
+    x = _samples(y)
+    if (peak if peak is not None else peak_abs(x)) < rail:
+        return 0.0
+    return float(_kernels.clipped_in_runs(x, rail)) / n
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What one read of the samples gives: ``frame_dbfs`` (n_frames,) per non-overlapping frame."""
+
+    dc_offset: float
+    rms_dbfs: float
+    frame_dbfs: np.ndarray
+
+
+def sample_levels(y: np.ndarray, frame: int) -> Levels:
+    """Mean, RMS and the RMS level of each ``frame``-sample frame (the last partial one too)."""
+    n = y.shape[0]
+    if n == 0:
+        return Levels(0.0, LEVEL_FLOOR_DB, np.zeros(0))
+    total, sq = _kernels.frame_energies(np.ascontiguousarray(y, dtype=np.float32), int(frame))
+    counts = np.full(sq.size, float(frame))
+    counts[-1] = n - (sq.size - 1) * frame
+    with np.errstate(divide="ignore"):
+        levels = np.maximum(10.0 * np.log10(sq / counts), LEVEL_FLOOR_DB)
+    return Levels(total / n, power_db(float(sq.sum()) / n), levels)
 
 
 def frame_levels_dbfs(y: np.ndarray, frame: int) -> np.ndarray:
     """RMS level of each non-overlapping ``frame``-sample frame (the last partial one too), shape (n_frames,)."""
-    n = y.shape[0]
-    if n == 0:
-        return np.zeros(0)
-    k = -(-n // frame)
-    sq = np.add.reduceat(np.square(y, dtype=np.float64), np.arange(0, n, frame))
-    counts = np.full(k, float(frame))
-    counts[-1] = n - (k - 1) * frame
-    ms = sq / counts
-    with np.errstate(divide="ignore"):
-        return np.maximum(10.0 * np.log10(ms), LEVEL_FLOOR_DB)
+    return sample_levels(y, frame).frame_dbfs
+
+
+def vad_frame(sample_rate: int, frame_seconds: float) -> int:
+    return max(1, int(round(frame_seconds * sample_rate)))
+
+
+def activity_from_levels(levels: np.ndarray, *, speech_dbfs: float, silence_dbfs: float) -> tuple[float, float]:
+    if not levels.size:
+        return 0.0, 1.0
+    return float(np.count_nonzero(levels > speech_dbfs)) / levels.size, float(np.count_nonzero(levels < silence_dbfs)) / levels.size
 
 
 def activity_fractions(y: np.ndarray, sample_rate: int, *, frame_seconds: float, speech_dbfs: float, silence_dbfs: float) -> tuple[float, float]:
     """``(speech_fraction, silence_fraction)``: frames above ``speech_dbfs`` / below ``silence_dbfs``."""
-    levels = frame_levels_dbfs(y, max(1, int(round(frame_seconds * sample_rate))))
-    if not levels.size:
-        return 0.0, 1.0
-    return float(np.mean(levels > speech_dbfs)), float(np.mean(levels < silence_dbfs))
+    levels = frame_levels_dbfs(y, vad_frame(sample_rate, frame_seconds))
+    return activity_from_levels(levels, speech_dbfs=speech_dbfs, silence_dbfs=silence_dbfs)
 
 
-@dataclass(frozen=True)
-class Spectra:
-    """Short-time power spectrum of a clip: ``power`` (n_frames, n_bins), bin ``freqs_hz`` (n_bins,)."""
-
-    power: np.ndarray
-    freqs_hz: np.ndarray
-    hop: int
-    n_fft: int
-
-
-def analysis_n_fft(sample_rate: int) -> int:
-    """The power of two closest to 128 ms: fine enough in frequency (8 Hz at 16 kHz) to see
-    between the harmonics of a 100 Hz voice, which the SNR's noise floor must."""
-    return 1 << max(6, int(round(math.log2(0.128 * sample_rate))))
-
-
-def spectral_frames(y: np.ndarray, sample_rate: int) -> Spectra:
-    """Blackman-Harris-windowed (-92 dB side lobes: sharp band edges) power spectrum,
-    ``n_fft`` = :func:`analysis_n_fft`, hop ``n_fft / 4``."""
-    n_fft = analysis_n_fft(sample_rate)
-    hop = n_fft // 4  # 32 ms: a trim moves the fingerprint's frames by at most 1/8 window
-    x = np.asarray(y, dtype=np.float32)
-    if x.shape[0] < n_fft:
-        x = np.pad(x, (0, n_fft - x.shape[0]))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    win = scipy.signal.get_window("blackmanharris", n_fft).astype(np.float32)
-    spec = scipy.fft.rfft(frames * win, axis=1)
-    power = spec.real**2 + spec.imag**2
-    # scaled so a bin's mean equals the signal's power density there: Parseval over the window
-    power *= 2.0 / (n_fft * float(np.sum(win**2)))
-    return Spectra(power=power, freqs_hz=np.fft.rfftfreq(n_fft, 1.0 / sample_rate), hop=hop, n_fft=n_fft)
-
-
-#: low quantile of a noise bin's power over time, and its bias for exponentially distributed power
+#: the SNR's noise floor: this low quantile over time of a cell's power
+#: (:data:`pipeline.quality.spectrum.BLOCK_SECONDS` by ``BLOCK_HZ``)
 NOISE_QUANTILE = 0.1
-_QUANTILE_BIAS = -math.log(1.0 - NOISE_QUANTILE)
+_CALIBRATION_BLOCKS = 400
 
 
-def snr_db(spectra: Spectra, *, smooth_hz: float = 500.0) -> float:
+@lru_cache(maxsize=16)
+def _floor_bias(n_fft: int, hop: int, window: bytes, sample_rate: int) -> float:
+    """E[quantile] / E[mean] of a cell's power for white noise through this STFT and this
+    pooling: calibrated once per process on a fixed noise, so it holds for any window and hop."""
+    import scipy.fft
+
+    win = np.frombuffer(window, dtype=np.float64)
+    steps_per_block = -(-int(round(BLOCK_SECONDS * sample_rate)) // hop) + 2
+    n = _CALIBRATION_BLOCKS * steps_per_block * hop * 4 + n_fft
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    p = (np.abs(scipy.fft.rfft(frames * win, axis=1)) ** 2).astype(np.float32)
+    cells = reduce_power(p, sample_rate, hop, sample_rate / n_fft, 0).blocks[1:]  # DC is real: another distribution
+    k = int(NOISE_QUANTILE * (cells.shape[1] - 1))
+    return float(np.mean(np.partition(cells, k, axis=1)[:, k]) / np.mean(cells))
+
+
+def snr_db(spectra: Spectra, *, smooth_hz: float = 1000.0) -> float:
     """Blind SNR estimate in dB: stationary noise floor against everything above it.
 
-    The noise power density of each bin is the 10th percentile of its power over time,
-    unbiased for exponentially distributed (noise) periodogram values, then median-filtered
-    across ``smooth_hz`` so that stationary narrow tones do not count as noise. The signal
-    is the total power minus that floor. Valid for noise that is stationary over the clip,
-    a signal that is absent from each bin at least 10 % of the time or narrower than
-    ``smooth_hz / 2``, and clips of at least 1 s; within 3 dB from 0 to 30 dB (tested
-    5-25 dB); it saturates above about 40 dB and reads low in non-stationary noise.
-    NaN for fewer than 4 frames or digital silence.
+    The noise power of each cell of :data:`~pipeline.quality.spectrum.BLOCK_HZ` is the 10th
+    percentile over time of its power summed over blocks of
+    :data:`~pipeline.quality.spectrum.BLOCK_SECONDS`, unbiased by a factor calibrated on
+    white noise through the same STFT, then median-filtered across ``smooth_hz`` so that
+    stationary narrow tones do not count as noise. The signal is the total power minus that
+    floor. Valid for noise that is stationary over the clip, a signal that is absent from
+    each cell for at least 10 % of the blocks or narrower than ``smooth_hz / 2``, and clips
+    of at least 1 s. On a tone in white noise (n_fft 400, Hann) it reads within 0.2 dB from
+    5 to 30 dB (tested within 3 dB over 5-25 dB) and about 1 dB low at 40 dB; it saturates
+    above that (window leakage) and reads high in non-stationary noise. NaN for fewer than
+    4 blocks or digital silence.
     """
-    p = spectra.power
-    if p.shape[0] < 4 or not p.any():
+    r = spectra.reduced
+    cells = r.blocks
+    total = float(cells.sum()) / max(1, cells.shape[1])  # float32 pairwise sums: exact enough, 3x faster
+    if cells.shape[1] < 4 or total <= 0.0:
         return float("nan")  # too short to tell noise from signal, or digital silence
-    k = int(NOISE_QUANTILE * (p.shape[0] - 1))
-    floor = np.partition(np.ascontiguousarray(p.T), k, axis=1)[:, k] / _QUANTILE_BIAS  # along contiguous rows: 3x faster
-    df = float(spectra.freqs_hz[1] - spectra.freqs_hz[0]) if spectra.freqs_hz.size > 1 else 1.0
-    width = max(3, int(round(smooth_hz / df)) | 1)
-    floor = median_filter(floor, size=width, mode="nearest")
-    noise = float(np.sum(floor))
-    total = float(np.sum(p.mean(axis=0)))
+    k = int(NOISE_QUANTILE * (cells.shape[1] - 1))
+    bias = _floor_bias(spectra.n_fft, spectra.hop, spectra.window.tobytes(), spectra.sample_rate)
+    floor = np.partition(cells, k, axis=1)[:, k]  # along contiguous rows: 3x faster
+    width = max(3, int(round(smooth_hz / (spectra.bin_hz * r.block_bins))) | 1)
+    noise = float(np.sum(_kernels.median_nearest(floor, width), dtype=np.float64)) / bias
     signal = total - noise
     if noise <= 0.0:
         return 100.0
@@ -147,15 +171,25 @@ def snr_db(spectra: Spectra, *, smooth_hz: float = 500.0) -> float:
     return min(100.0, 10.0 * math.log10(signal / noise))
 
 
+#: walking down from the last bin above the floor, a level rising faster than this per bin
+#: is the window's leakage past a band edge, not content (a Hann window's tail past a
+#: brick-wall edge falls 4-30 dB per bin; natural spectra fall under 1 dB per bin)
+LEAKAGE_DB_PER_BIN = 3.0
+
+
 def bandwidth_hz(spectra: Spectra, *, floor_db: float = 60.0) -> float:
-    """Highest frequency whose long-term power is within ``floor_db`` of the spectrum's peak.
+    """Highest frequency whose long-term power is within ``floor_db`` of the spectrum's peak,
+    less the window's leakage past a band edge (:data:`LEAKAGE_DB_PER_BIN`).
 
     8 kHz audio upsampled to 16 kHz reads about 4000; an MP3's low-pass shows as its cutoff.
-    NaN for digital silence.
+    Resolution: one bin of the STFT (40 Hz at n_fft 400, 16 kHz). NaN for digital silence.
     """
-    mean = spectra.power.mean(axis=0)
+    mean = spectra.mean_power
     top = float(mean.max()) if mean.size else 0.0
     if top <= 0.0:
         return float("nan")  # digital silence has no band
-    above = np.flatnonzero(mean >= top * 10.0 ** (-floor_db / 10.0))
-    return float(spectra.freqs_hz[above[-1]])
+    b = int(np.flatnonzero(mean >= top * 10.0 ** (-floor_db / 10.0))[-1])
+    steep = 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0)
+    while b > 0 and mean[b - 1] > mean[b] * steep:
+        b -= 1
+    return float(spectra.freqs_hz[b])

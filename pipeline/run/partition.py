@@ -180,8 +180,10 @@ def process_partition(
                     seg_id = it.example_id if len(segments) == 1 else f"{it.example_id}@{k:04d}"
                     extra: dict[str, Any] = {}
                     qflags: list[str] = []
+                    ana = None  # the features' analysis of y, shared with the quality metrics
                     if ctx.quality.measure:  # on the original only (copies carry their source's values)
-                        q = measure(y_mono, y, sr, ctx.quality)
+                        ana = fset.analyze(y)
+                        q = measure(y_mono, y, sr, ctx.quality, analysis=ana)
                         values = rule_values(q.metrics, sample_rate=sr, duration_seconds=y.shape[0] / sr, sample_rate_original=sr_in, channels=channels)
                         why = rejected_by(values, ctx.quality)
                         if why:
@@ -190,7 +192,7 @@ def process_partition(
                         extra = {**q.metrics, "pcm_hash": q.pcm_hash}
                         qflags = quality_flags(values, ctx.quality)
                     for row in _featurize(y, seg_id, it, ctx, fset, chain, banks, fixed_samples if dense else 0, truncated=truncated, extra_flags=qflags,
-                                          y_channels=y_kept):
+                                          y_channels=y_kept, analysis=ana):
                         out_rows.append({**row, **extra, "start_seconds": start_frame / sr_in})
                 need = len(out_rows) if dense else sum(r["length"] for r in out_rows)
                 if cursor + need > spec.capacity:
@@ -302,7 +304,7 @@ def _decode_segments(data: bytes, it: WorkItem, ctx: RunContext):
 
 def _featurize(
     y: np.ndarray, example_id: str, it: WorkItem, ctx: RunContext, fset, chain, banks, fixed_samples: int, *, truncated: bool = False,
-    extra_flags: list[str] | tuple[str, ...] = (), y_channels: np.ndarray | None = None,
+    extra_flags: list[str] | tuple[str, ...] = (), y_channels: np.ndarray | None = None, analysis=None,
 ) -> list[dict[str, Any]]:
     """Rows (with their features under ``feats``) of one example and its augmented copies.
 
@@ -318,7 +320,7 @@ def _featurize(
     out = []
     for copy in range(0, it.copies + 1):
         if y_channels is None:
-            n_samples, feats, drawn = _one_copy(y, example_id, copy, ctx, fset, chain, banks, fixed_samples)
+            n_samples, feats, drawn = _one_copy(y, example_id, copy, ctx, fset, chain, banks, fixed_samples, analysis)
         else:
             per = [_one_copy(np.ascontiguousarray(y_channels[:, c]), example_id, copy, ctx, fset, chain, banks, fixed_samples)
                    for c in range(y_channels.shape[1])]
@@ -340,7 +342,7 @@ def _featurize(
     return out
 
 
-def _one_copy(y: np.ndarray, example_id: str, copy: int, ctx: RunContext, fset, chain, banks, fixed_samples: int):
+def _one_copy(y: np.ndarray, example_id: str, copy: int, ctx: RunContext, fset, chain, banks, fixed_samples: int, analysis=None):
     """``(n_samples, feats, drawn)`` of copy ``copy`` (0: the original) of mono ``y``."""
     drawn: list[dict[str, Any]] = []
     yk = y
@@ -351,7 +353,7 @@ def _one_copy(y: np.ndarray, example_id: str, copy: int, ctx: RunContext, fset, 
     if fixed_samples:
         crop_rng = example_rng(ctx.seed, example_id, copy, "crop") if ctx.audio.clip.crop == "random" else None
         yk = fix_length(yk, fixed_samples, ctx.audio.clip.crop, crop_rng)
-    feats = fset.compute(yk)
+    feats = fset.compute(yk, analysis=analysis if yk is y else None)  # measure read y's spectrum first
     if copy:
         feats, spec_drawn = chain.augment_features(feats, rng)
         drawn.extend(spec_drawn)
