@@ -112,7 +112,7 @@ def test_a_refusal_inside_the_flow_is_one_line(tiny_corpus, tmp_path):
     the lock inside the flow says so in one line, without Prefect's tracebacks."""
     p = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", execution={"partition_seconds": 1000}))
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect"),
-           "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "20"}  # the winner's one partition still holds the lock when the loser starts
+           "AUDIOPREP_TEST_PARTITION_DELAY_SECONDS": "10"}  # the winner's one partition still holds the lock when the loser starts
     env.pop("PREFECT_API_URL", None)
     runs = [subprocess.Popen([str(BIN), "run", str(p), "--workers", "1", "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(2)]

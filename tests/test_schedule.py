@@ -152,8 +152,10 @@ class PrefectServer(Service):
         self.home = home
 
     def client_env(self, **extra: str) -> dict[str, str]:
-        """The environment of a process that uses this server."""
-        return clean_env(self.home, PREFECT_API_URL=self.url, **extra)
+        """The environment of a process that uses this server. Runners and workers look for
+        due runs every 2 s, not 10 (Prefect settings, as a user would set them)."""
+        polls = {"PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        return clean_env(self.home, PREFECT_API_URL=self.url, **{**polls, **extra})
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         t0 = time.monotonic()
@@ -279,35 +281,6 @@ def small_catalog(tiny_corpus: pathlib.Path, tmp_path: pathlib.Path) -> tuple[pa
     return write_catalog(tmp_path / "catalog.yaml", cat), store
 
 
-# --- 1. audioprep serve --------------------------------------------------------------------
-@pytest.mark.slow
-def test_audioprep_serve_cron_run_is_created_by_the_scheduler_and_completes(tiny_corpus, tmp_path):
-    catalog, store = small_catalog(tiny_corpus, tmp_path)
-    t0 = time.monotonic()
-    with prefect_server(tmp_path) as server:
-        serve = Service(
-            [str(BIN / "audioprep"), "serve", str(catalog), "--cron", "* * * * *", "--name", "every-minute"],
-            env=server.client_env(), cwd=tmp_path, log=tmp_path / "serve.log",
-        )
-        with running(serve), api_client(server) as client:
-            deployment = wait_for_deployment(client, "prepare/every-minute", [server, serve])
-            assert [(s.schedule.cron, s.active) for s in deployment.schedules] == [("* * * * *", True)]
-            run = wait_for_scheduled_run(client, deployment, [server, serve])
-            waited = time.monotonic() - t0
-            check_scheduled_run(client, run, deployment, catalog)
-            version = check_store(store)
-
-            # Ctrl-C in the terminal: SIGINT to the foreground process group
-            rc, took = serve.stop(signal.SIGINT, group=True)
-            assert rc == 0, f"audioprep serve exited with {rc} after Ctrl-C:\n{serve.output()[-6000:]}"
-            assert took < 15, took
-            assert not serve.leftovers(), serve.leftovers()
-            assert "never awaited" not in serve.output() and "Traceback" not in serve.stop_output, serve.stop_output
-            assert client.read_deployment_by_name("prepare/every-minute").paused, "Ctrl-C pauses the schedule"
-        server.stop_cleanly()
-    print(f"serve: scheduled run {run.name} completed (store v{version}) {waited:.1f} s after start; Ctrl-C -> exit in {took:.1f} s")
-
-
 # --- 2. prefect deploy + prefect worker --------------------------------------------------
 def deploy_file_for_this_machine(tmp_path: pathlib.Path) -> pathlib.Path:
     """deploy/prefect.yaml, with the one thing the CLI cannot override adapted to this machine.
@@ -335,9 +308,18 @@ def prefect_cli(server: PrefectServer, *args: str, cwd: pathlib.Path, timeout: f
     return proc.stdout
 
 
+# --- both paths at once: one server, one minute boundary ------------------------------------
 @pytest.mark.slow
-def test_prefect_deploy_of_deploy_yaml_on_a_process_worker_runs_on_schedule(tiny_corpus, tmp_path):
-    catalog, store = small_catalog(tiny_corpus, tmp_path)
+def test_cron_schedules_fire_for_audioprep_serve_and_for_a_deployed_process_worker(tiny_corpus, tmp_path):
+    """1. ``audioprep serve CATALOG --cron`` and 2. ``prefect deploy`` of deploy/prefect.yaml on
+    a process worker, served by one ``prefect server start``: the server's scheduler creates a
+    run of each every-minute schedule (the test triggers nothing), both complete, then Ctrl-C
+    stops serve (SIGINT to its process group) and a process manager's SIGTERM stops the worker.
+    Both wait for the same minute boundary, so the module costs one minute, not two."""
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "deploy").mkdir()
+    serve_catalog, serve_store = small_catalog(tiny_corpus, tmp_path / "serve")
+    deploy_catalog, deploy_store = small_catalog(tiny_corpus, tmp_path / "deploy")
     pool = "audioprep-local"
     name = yaml.safe_load((REPO / "deploy" / "prefect.yaml").read_text())["deployments"][0]["name"]
     prefect_file = deploy_file_for_this_machine(tmp_path)
@@ -347,29 +329,47 @@ def test_prefect_deploy_of_deploy_yaml_on_a_process_worker_runs_on_schedule(tiny
         # from the repository root, as deploy/prefect.yaml says: its entrypoint is relative to it
         out = prefect_cli(
             server, "deploy", "--prefect-file", str(prefect_file), "--name", name, "--pool", pool,
-            "--cron", "* * * * *", "--param", f"catalog_path={catalog}", cwd=REPO,
+            "--cron", "* * * * *", "--param", f"catalog_path={deploy_catalog}", cwd=REPO,
         )
         assert f"prepare/{name}" in out, out
+        serve = Service(
+            [str(BIN / "audioprep"), "serve", str(serve_catalog), "--cron", "* * * * *", "--name", "every-minute"],
+            env=server.client_env(), cwd=tmp_path / "serve", log=tmp_path / "serve.log",
+        )
         worker = Service(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool],
-            env=server.client_env(), cwd=tmp_path, log=tmp_path / "worker.log",
+            env=server.client_env(), cwd=tmp_path / "deploy", log=tmp_path / "worker.log",
         )
-        with running(worker), api_client(server) as client:
-            deployment = wait_for_deployment(client, f"prepare/{name}", [server, worker])
-            assert deployment.work_pool_name == pool and deployment.entrypoint == "flows/prepare.py:prepare"
+        with running(serve, worker), api_client(server) as client:
+            served = wait_for_deployment(client, "prepare/every-minute", [server, serve])
+            assert [(s.schedule.cron, s.active) for s in served.schedules] == [("* * * * *", True)]
+            deployed = wait_for_deployment(client, f"prepare/{name}", [server, worker])
+            assert deployed.work_pool_name == pool and deployed.entrypoint == "flows/prepare.py:prepare"
             # the file's hourly schedule, and the every-minute one given to `prefect deploy`
-            assert sorted(s.schedule.cron for s in deployment.schedules) == ["* * * * *", "0 * * * *"]
-            assert deployment.global_concurrency_limit.limit == 1 and deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
-            run = wait_for_scheduled_run(client, deployment, [server, worker])
+            assert sorted(s.schedule.cron for s in deployed.schedules) == ["* * * * *", "0 * * * *"]
+            assert deployed.global_concurrency_limit.limit == 1 and deployed.concurrency_options.collision_strategy.value == "ENQUEUE"
+
+            served_run = wait_for_scheduled_run(client, served, [server, serve])
+            deployed_run = wait_for_scheduled_run(client, deployed, [server, worker])
             waited = time.monotonic() - t0
-            check_scheduled_run(client, run, deployment, catalog)
-            version = check_store(store)
+            check_scheduled_run(client, served_run, served, serve_catalog)
+            check_scheduled_run(client, deployed_run, deployed, deploy_catalog)
+            versions = check_store(serve_store), check_store(deploy_store)
+
+            # Ctrl-C in the terminal: SIGINT to the foreground process group
+            rc, took = serve.stop(signal.SIGINT, group=True)
+            assert rc == 0, f"audioprep serve exited with {rc} after Ctrl-C:\n{serve.output()[-6000:]}"
+            assert took < 15, took
+            assert not serve.leftovers(), serve.leftovers()
+            assert "never awaited" not in serve.output() and "Traceback" not in serve.stop_output, serve.stop_output
+            assert client.read_deployment_by_name("prepare/every-minute").paused, "Ctrl-C pauses the schedule"
 
             # a process manager stops the worker: SIGTERM to its process
-            rc, took = worker.stop(signal.SIGTERM, group=False)
+            rc, took_w = worker.stop(signal.SIGTERM, group=False)
             assert rc in (0, -signal.SIGTERM, 128 + signal.SIGTERM), f"prefect worker exited with {rc}:\n{worker.output()[-6000:]}"
-            assert took < 15, took
+            assert took_w < 15, took_w
             assert not worker.leftovers(), worker.leftovers()
             assert "never awaited" not in worker.output() and "Traceback" not in worker.stop_output, worker.stop_output
         server.stop_cleanly()
-    print(f"deploy: scheduled run {run.name} completed (store v{version}) {waited:.1f} s after start; worker SIGTERM -> exit {rc} in {took:.1f} s")
+    print(f"scheduled runs {served_run.name} (serve) and {deployed_run.name} (worker) completed (stores v{versions}) "
+          f"{waited:.1f} s after start; Ctrl-C -> serve exits in {took:.1f} s; SIGTERM -> worker exits in {took_w:.1f} s")
