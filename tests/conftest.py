@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import pathlib
+import time
 
 import pytest
 import yaml
@@ -78,3 +79,13 @@ def reader_store(tmp_path_factory) -> pathlib.Path:
     cat = base_catalog(root / "audio", root / "store.zarr", splits={"train": 1.0, "val": 0.0, "test": 0.0}, execution={"partition_seconds": 90})
     run_catalog(load_catalog(str(write_catalog(root / "c.yaml", cat))))
     return root / "store.zarr"
+
+
+def wait_for(pred, timeout: float, what: str) -> None:
+    """Poll ``pred`` every 0.2 s until it is true; TimeoutError(``what``) after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(what)

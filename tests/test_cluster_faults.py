@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from flows.server import free_port
 from pipeline import open_dataset
 from tests.conftest import base_catalog, write_catalog
+from tests.conftest import wait_for as _wait_for
 
 pytestmark = pytest.mark.slow
 BIN = pathlib.Path(sys.executable).parent
@@ -38,15 +39,6 @@ def api(tmp_path_factory, mp_module):
 
     with prefect_api() as url:
         yield url
-
-
-def _wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def _same_examples(a_store, b_store):

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from tests.conftest import base_catalog, write_catalog
+from tests.conftest import wait_for as _wait_for
 from tests.netns import KEEP, TestNet, why_no_netns
 from tests.s3util import ACCESS_KEY, REGION, SECRET, all_objects, s3_client, upload_tree
 
@@ -59,15 +60,6 @@ def _base_env(home: str) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "LANG": "C.UTF-8",
     }
-
-
-def _wait_for(pred, timeout, what):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 class Cluster:

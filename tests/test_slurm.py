@@ -19,6 +19,7 @@ import pytest
 
 from flows.server import free_port
 from tests.conftest import base_catalog, write_catalog
+from tests.conftest import wait_for as _wait_for
 
 BIN = pathlib.Path(sys.executable).parent
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,15 +86,6 @@ PluginDir={_plugin_dir()}
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
-
-
-def _wait_for(pred, timeout, what):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def test_execution_cluster_kinds_in_the_catalog(tmp_path, tiny_corpus):
