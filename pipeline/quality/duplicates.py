@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.io.fs import join
+from pipeline.quality.align import candidate_pairs, pair_agreements
 from pipeline.quality.config import DuplicatesConfig
-from pipeline.quality.fingerprint import FINGERPRINT_VERSION, similarity
+from pipeline.quality.fingerprint import BITS, FINGERPRINT_VERSION, INACTIVE, MIN_ACTIVE_FRAMES
 from pipeline.store.location import StoreLocation
 
 QUALITY_DIR = "_quality"
@@ -133,36 +134,54 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
     if not near:
         return edges
     keys = np.concatenate([n[0] for n in near])
-    part = np.concatenate([n[1] for n in near])
-    row = np.concatenate([n[2] for n in near])
-    frame = np.concatenate([n[3] for n in near])
+    # a clip as one int64, (partition << 32) | row: sorting these sorts (partition, row) pairs
+    member = (np.concatenate([n[1] for n in near]).astype(np.int64) << 32) | np.concatenate([n[2] for n in near]).astype(np.int64)
+    frame = np.concatenate([n[3] for n in near]).astype(np.int64)
     del near
     order = np.argsort(keys, kind="stable")
-    keys, part, row, frame = keys[order], part[order], row[order], frame[order]
+    keys, member, frame = keys[order], member[order], frame[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     sizes = np.diff(np.r_[starts, keys.size])
-    # only keys shared by 2..MAX_BUCKET clips make candidates (a Python loop over those few)
-    offsets: dict[tuple[tuple[int, int], tuple[int, int]], set[int]] = defaultdict(set)
-    for s, n in zip(starts[(sizes >= 2) & (sizes <= MAX_BUCKET)], sizes[(sizes >= 2) & (sizes <= MAX_BUCKET)]):
-        for i in range(s, s + n):
-            for j in range(i + 1, s + n):
-                a, b = (int(part[i]), int(row[i])), (int(part[j]), int(row[j]))
-                if a == b:
-                    continue
-                fa, fb = int(frame[i]), int(frame[j])
-                if b < a:
-                    a, b, fa, fb = b, a, fb, fa
-                offsets[(a, b)].add(fb - fa)
-    del keys, part, row, frame
-    pending = {pair: offs for pair, offs in offsets.items() if pair not in linked}
-    codes = _needed_codes(loc, partition_ids, {m for pair in pending for m in pair})
+    # only keys shared by 2..MAX_BUCKET clips make candidates
+    common = (sizes >= 2) & (sizes <= MAX_BUCKET)
+    pa, pb, po = candidate_pairs(starts[common], sizes[common], member, frame, ALIGN_SLACK)
+    del keys, member, frame
+    if pa.size == 0:
+        return edges
+    # unique (a, b, offset) rows in (a, b, offset) order; the pairs linked exactly are done
+    order = np.lexsort((po, pb, pa))
+    pa, pb, po = pa[order], pb[order], po[order]
+    keep = np.r_[True, (pa[1:] != pa[:-1]) | (pb[1:] != pb[:-1]) | (po[1:] != po[:-1])]
+    cand = np.stack([pa[keep], pb[keep], po[keep]], axis=1)
+    del pa, pb, po, order, keep
+    if linked:
+        done = np.array([[(a[0] << 32) | a[1], (b[0] << 32) | b[1]] for a, b in linked], dtype=np.int64)
+        cand = cand[~_rows_in(cand[:, :2], done)]
+    if cand.shape[0] == 0:
+        return edges
+    pair_start = np.flatnonzero(np.r_[True, (cand[1:, 0] != cand[:-1, 0]) | (cand[1:, 1] != cand[:-1, 1])])
+    clips, inverse = np.unique(cand[:, :2], return_inverse=True)
+    inverse = inverse.reshape(-1, 2)
+    codes = _needed_codes(loc, partition_ids, {(int(c >> 32), int(c & 0xFFFFFFFF)) for c in clips})
+    flat = [codes[(int(c >> 32), int(c & 0xFFFFFFFF))] for c in clips]
+    code_len = np.array([f.size for f in flat], dtype=np.int64)
+    code_start = np.r_[0, np.cumsum(code_len)[:-1]].astype(np.int64)
+    flat_codes = np.concatenate(flat).astype(np.int32) if flat else np.zeros(0, np.int32)
+    active = np.array([int(np.count_nonzero(f != INACTIVE)) for f in flat], dtype=np.int64)
     max_offset = int(round(cfg.max_offset_seconds / frame_seconds)) if frame_seconds else 0
-    for (a, b), offs in sorted(pending.items()):
-        tries = sorted({o + d for o in offs for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1)})
-        sim = similarity(codes[a], codes[b], max_offset=max_offset, min_overlap=cfg.min_overlap, offsets=tries)
-        if sim >= cfg.similarity:
-            edges.append(Edge(name(*a), name(*b), round(sim, 4)))
+    sims = pair_agreements(flat_codes, code_start, code_len, active, inverse[pair_start, 0], inverse[pair_start, 1],
+                           np.r_[pair_start, cand.shape[0]].astype(np.int64), np.ascontiguousarray(cand[:, 2]), max_offset,
+                           float(cfg.min_overlap), MIN_ACTIVE_FRAMES, INACTIVE, BITS)
+    for p in np.flatnonzero(sims >= cfg.similarity):
+        a, b = int(cand[pair_start[p], 0]), int(cand[pair_start[p], 1])
+        edges.append(Edge(name(a >> 32, a & 0xFFFFFFFF), name(b >> 32, b & 0xFFFFFFFF), round(float(sims[p]), 4)))
     return edges
+
+
+def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which rows of int64 ``rows`` (n, 2) are rows of ``table`` (m, 2)."""
+    view = np.dtype([("a", np.int64), ("b", np.int64)])
+    return np.isin(np.ascontiguousarray(rows).view(view).ravel(), np.ascontiguousarray(table).view(view).ravel())
 
 
 def _needed_codes(loc: StoreLocation, partition_ids: list[str], rows: set[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:

@@ -16,6 +16,7 @@ import google_crc32c
 import numpy as np
 
 from pipeline.quality import _kernels
+from pipeline.quality.align import best_agreement
 from pipeline.quality.spectrum import Spectra
 
 N_BANDS = 17
@@ -129,19 +130,6 @@ def similarity(a: np.ndarray, b: np.ndarray, *, max_offset: int, min_overlap: fl
     need = max(MIN_ACTIVE_FRAMES, int(np.ceil(min_overlap * max(na, nb))))
     if min(na, nb) < MIN_ACTIVE_FRAMES:
         return 0.0
-    best = 0.0
-    for off in offsets if offsets is not None else range(-max_offset, max_offset + 1):
-        if abs(off) > max_offset:
-            continue
-        # frame i of a against frame i + off of b
-        lo, hi = max(0, -off), min(a.size, b.size - off)
-        if hi - lo < need:
-            continue
-        x, y = a[lo:hi], b[lo + off : hi + off]
-        both = (x != INACTIVE) & (y != INACTIVE)
-        n = int(np.count_nonzero(both))
-        if n < need:
-            continue
-        agree = 1.0 - float(popcount16(x[both] ^ y[both]).sum()) / (BITS * n)
-        best = max(best, agree)
-    return best
+    offs = np.arange(-max_offset, max_offset + 1) if offsets is None else np.asarray(list(offsets), dtype=np.int64)
+    return float(best_agreement(np.ascontiguousarray(a, dtype=np.int32), np.ascontiguousarray(b, dtype=np.int32),
+                                offs.astype(np.int64, copy=False), int(max_offset), int(need), INACTIVE, BITS))
