@@ -31,8 +31,15 @@ def test_full_partitions_fit_their_shard():
     assert [p.audio_seconds for p in parts] == [1770.0, 1770.0, 460.0]
     assert [p.partition_id for p in parts] == [p.partition_id for p in _plan(_items(400), shard=178_176)]
 
-    # under half of partition_seconds a partition takes the shards it needs: a 500 s file
-    # (50,002 frames) and 60 files of 10 s open a second 60,000-frame shard, a third never
+    # a partition takes as many shards as its budget fills: with 600 s shards and 2000 s, a
+    # 500 s file (50,002 frames) and 129 files of 10 s fill three shards (179,131 of 180,000
+    # frames, 1790 s); the next file would open a fourth that the 210 s left would fill to a
+    # third, so the partition closes there
     parts = _plan(_items(1, seconds=500.0) + _items(200)[1:], shard=60_000, partition_seconds=2000.0)
-    assert [len(p.items) for p in parts[:2]] == [70, 119]
-    assert [p.capacity for p in parts[:2]] == [120_000, 120_000]
+    assert [len(p.items) for p in parts] == [130, 70]
+    assert [p.capacity for p in parts] == [180_000, 120_000]
+    assert [p.audio_seconds for p in parts] == [1790.0, 700.0]
+    # half a shard left is enough to open it: with 2100 s, the fourth shard is opened
+    parts = _plan(_items(1, seconds=500.0) + _items(200)[1:], shard=60_000, partition_seconds=2100.0)
+    assert [len(p.items) for p in parts] == [161, 39]
+    assert [p.capacity for p in parts] == [240_000, 60_000]

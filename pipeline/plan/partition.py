@@ -105,10 +105,10 @@ def plan_partitions(
 ) -> list[PartitionSpec]:
     """Group items (in the given, deterministic order) into partitions.
 
-    A partition closes before the item that would take it past ``partition_seconds``, or,
-    once it holds at least half of ``partition_seconds``, before the item that would spill
-    into one more shard: typical partitions then fill their shards instead of writing a
-    second, nearly empty one.
+    A partition closes before the item that would take it past ``partition_seconds``, or
+    before the item that would open one more shard when the rest of ``partition_seconds``
+    would fill less than half of it: typical partitions then fill their shards instead of
+    writing one more, nearly empty one.
 
     ``fingerprint`` is a hash of everything that changes the computed bytes (feature,
     audio and augmentation settings, seed); it is part of every partition id.
@@ -136,9 +136,9 @@ def plan_partitions(
         )
         if batch and seconds + cost > partition_seconds:
             flush()
-        elif batch and seconds >= partition_seconds / 2 and layout.align(length + need) > layout.align(length):
-            # the item would open one more shard, mostly empty (a shard is sized to about a
-            # partition, so a full partition spills a little into a second one): close here
+        elif batch and layout.align(length + need) > layout.align(length) and partition_seconds - seconds < 0.5 * layout.shard * seconds / max(1, length):
+            # the item would open one more shard and what is left of the budget would fill
+            # less than half of it (a full partition would spill a little into it): close here
             flush()
         batch.append(item)
         seconds += cost

@@ -109,7 +109,7 @@ def process_partition(
     if done is not None:
         return _summary(done, skipped=True)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     sr = ctx.audio.sample_rate
     fset = build_feature_set(ctx.features, sr)
     chain = build_chain(ctx.augment)
@@ -273,6 +273,7 @@ def process_partition(
         "norm_stats": {k: v.to_dict() for k, v in stats.items()},
         "audio_seconds": audio_seconds,
         "compute_seconds": time.perf_counter() - t0,
+        "compute_thread_cpu_seconds": time.thread_time() - cpu0,
     }
     loc.write_json(manifest_path(spec.partition_id), manifest)
     if trace:
@@ -365,7 +366,7 @@ def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> dict[str, R
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
-    return {name: RegionWriter(group[f"features/{name}"], spec.start, end=spec.start + spec.capacity) for name in layout.feature_shapes}
+    return {name: RegionWriter(group[f"features/{name}"], spec.start, end=spec.start + spec.capacity, background=False) for name in layout.feature_shapes}
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:

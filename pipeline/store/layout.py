@@ -18,6 +18,10 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
+#: a shard's decoded size at most: zarr's and the writer's whole-shard buffers then stay under
+#: glibc's largest mmap threshold (32 MiB), so a worker reuses them instead of taking a fresh
+#: mapping, and a page fault per page, for every shard (docs/performance.md, round 9)
+SHARD_TARGET_BYTES = 24 << 20
 # Blosc lz4 shuffle per dtype, measured on log-mel 80 (MB per audio hour, encode speed):
 # float32 byte-shuffle 86.3 (bit-shuffle 83.9, 1.7x slower to encode); float16 bit-shuffle
 # 38.9 (byte-shuffle 43.5)
@@ -90,7 +94,10 @@ def make_layout(
     chunk = max(1, CHUNK_TARGET_BYTES // unit)
     if not dense_frames:
         chunk = max(256, 1 << int(math.log2(chunk)))
-    per_shard = max(1, nominal_partition_len // chunk)
+    per_partition = max(1, nominal_partition_len // chunk)
+    # a partition's region in as few shards as keep each under SHARD_TARGET_BYTES, evenly
+    n_shards = max(1, math.ceil(per_partition * chunk * unit / SHARD_TARGET_BYTES))
+    per_shard = math.ceil(per_partition / n_shards)
     return Layout(
         mode="dense" if dense_frames else "ragged",
         feature_shapes=dict(feature_shapes),
