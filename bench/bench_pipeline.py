@@ -13,6 +13,10 @@ imports and start-up are counted, and memory is its own):
 * ``bare``: decode (``pipeline.io.audio.decode``) + to_mono + resample + ``FeatureSet.compute``
   (log_mel 80, n_fft 400, hop 160), one process, no orchestration, no store. The reference
   for per-core efficiency.
+* ``bare_q`` (opt-in): the bare loop plus what a partition computes per example by default
+  beyond the features: the quality metrics and the duplicate fingerprint
+  (``pipeline.quality.analyze.measure`` on the features' own STFT). The reference for what
+  orchestration, store and commit cost, apart from the per-example work.
 * ``bare_x2``: the bare loop as two processes at once, each on half the files: the same 2
   cores busy as with 2 workers, so the per-core reference for them.
 * ``seeds``: the seeds' loop as written: ``librosa.load(sr=16000)`` + ``melspectrogram`` +
@@ -68,7 +72,7 @@ from bench import _util  # noqa: E402
 
 WORK = pathlib.Path(__file__).parent / "corpus" / "_work"
 DEFAULT_METHODS = ("bare", "bare_x2", "seeds", "lhotse", "pipeline_w2", "pipeline_w2_report")
-OPTIONAL_METHODS = ("inproc", "pipeline_w1", "pipeline_w2_api")
+OPTIONAL_METHODS = ("bare_q", "inproc", "pipeline_w1", "pipeline_w2_api")
 TARGETS = {"pipeline_w2_steady_per_core_over_bare": 0.9, "e2e_w2_over_lhotse": 1.5, "e2e_w2_report_over_lhotse": 1.5,
            "e2e_w2_over_seeds": 1.8, "steady_w2_over_w1": 1.8}
 
@@ -78,10 +82,14 @@ def _files(corpus: pathlib.Path) -> list[str]:
 
 
 # --- children: one method each, print one JSON line ------------------------------------------
-def child_bare(corpus: pathlib.Path, work: pathlib.Path, part: tuple[int, int] = (0, 1)) -> dict:
+def child_bare(corpus: pathlib.Path, work: pathlib.Path, part: tuple[int, int] = (0, 1), quality: bool = False) -> dict:
     _util.set_one_thread()
     from pipeline.features import FeaturesConfig, build_feature_set
     from pipeline.io.audio import decode, resample, to_mono
+    from pipeline.quality.analyze import measure
+    from pipeline.quality.config import QualityConfig
+
+    qcfg = QualityConfig()
 
     sr = 16000
     fset = build_feature_set(FeaturesConfig.model_validate({"stft": {"n_fft": 400, "hop_length": 160}, "log_mel": {"n_mels": 80}}), sr)
@@ -93,8 +101,14 @@ def child_bare(corpus: pathlib.Path, work: pathlib.Path, part: tuple[int, int] =
         with open(f, "rb") as fh:
             data = fh.read()
         d = decode(data, f, max_seconds=600, max_channels=8)
-        y = resample(to_mono(d.y), d.sample_rate, sr)
-        fset.compute(y)
+        y_mono = to_mono(d.y)
+        y = resample(y_mono, d.sample_rate, sr)
+        if quality:  # what a partition computes per example by default: the metrics on the features' STFT
+            ana = fset.analyze(y)
+            measure(y_mono, y, sr, qcfg, analysis=ana)
+            fset.compute(y, analysis=ana)
+        else:
+            fset.compute(y)
         audio += d.frames / d.sample_rate
         if t_first is None:
             t_first = time.perf_counter()
@@ -304,9 +318,9 @@ def _child_main(args) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     with _util.RssSampler() as mem:
-        if args.child == "bare":
+        if args.child in ("bare", "bare_q"):
             k, n = (int(v) for v in args.part.split("/"))
-            res = child_bare(corpus, work, (k, n))
+            res = child_bare(corpus, work, (k, n), quality=args.child == "bare_q")
         elif args.child == "seeds":
             res = child_seeds(corpus, work)
         elif args.child == "lhotse":
@@ -453,6 +467,14 @@ def _ratios(t: dict[str, dict], runs: dict[str, dict]) -> dict[str, float]:
             if t[w]["steady_x_realtime_per_core"]:
                 ratios[f"{w}_steady_per_core_over_bare"] = t[w]["steady_x_realtime_per_core"] / bare
             ratios[f"{w}_in_task_per_core_over_bare"] = runs[w]["in_task_x_realtime_per_core"] / bare
+    if "bare_q" in t:
+        bare_q = runs["bare_q"]["steady_x_realtime"]
+        for w in pipelines:
+            if t[w]["steady_x_realtime_per_core"]:
+                ratios[f"{w}_steady_per_core_over_bare_q"] = t[w]["steady_x_realtime_per_core"] / bare_q
+            ratios[f"{w}_in_task_per_core_over_bare_q"] = runs[w]["in_task_x_realtime_per_core"] / bare_q
+        if "bare" in t:
+            ratios["bare_q_over_bare"] = bare_q / runs["bare"]["steady_x_realtime"]
     if "bare_x2" in t:
         bare2 = t["bare_x2"]["steady_x_realtime_per_core"]
         for w in pipelines:
