@@ -275,3 +275,34 @@ def test_long_files_split_into_consecutive_examples(tmp_path):
     cat["output"]["store"] = str(tmp_path / "r.zarr")
     s = run(write_catalog(tmp_path / "c2.yaml", cat))
     assert s["examples"] == 1 and s["rejected"] == 1
+
+
+def test_store_keeps_the_shard_size_it_was_created_with(corpus_copy, tmp_path, monkeypatch):
+    """A release that sizes new stores' shards differently goes on appending to an existing
+    store with its own sizes: same fingerprint, no refusal, whole shards of the stored size."""
+    import pipeline.store.layout as layout_mod
+
+    store = tmp_path / "s.zarr"
+    cat = write_catalog(tmp_path / "c.yaml", base_catalog(corpus_copy, store, execution={"partition_seconds": 600}))
+    with monkeypatch.context() as m:  # the sizing of "another release"
+        m.setattr(layout_mod, "SHARD_TARGET_BYTES", 2 << 20)
+        assert run(cat)["examples"] == 32
+    from pipeline.run.planner import make_run_layout
+
+    made_now = make_run_layout(load_catalog(str(cat)))
+    g = zarr.open_group(str(store), mode="r")
+    stored = g.attrs["audioprep"]["layout"]
+    assert (stored["chunk"], stored["shard"]) == (4096, 12_288) and made_now.shard == 57_344
+    assert g["features/log_mel"].shards[0] == 12_288
+
+    first = next(corpus_copy.rglob("*.wav"))
+    shutil.copy(first, first.with_name("zz_" + first.name))
+    summary = run(cat)
+    assert summary["examples"] == 33
+    g = zarr.open_group(str(store), mode="r")
+    assert g.attrs["audioprep"]["layout"] == stored and g["features/log_mel"].shards[0] == 12_288
+    ds = open_dataset(str(store))
+    assert len(ds) == 33
+    new = next(i for i in range(33) if ds[i]["metadata"]["path"].endswith("zz_" + first.name))
+    old = next(i for i in range(33) if ds[i]["metadata"]["path"] == str(first.relative_to(corpus_copy)))
+    np.testing.assert_array_equal(ds[new]["features"]["log_mel"], ds[old]["features"]["log_mel"])

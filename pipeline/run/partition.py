@@ -366,7 +366,11 @@ def _open_region(loc: StoreLocation, spec: PartitionSpec, layout) -> dict[str, R
     import zarr
 
     group = zarr.open_group(loc.zarr_store(), mode="r+")
-    return {name: RegionWriter(group[f"features/{name}"], spec.start, end=spec.start + spec.capacity, background=False) for name in layout.feature_shapes}
+    # a local shard is written in this thread (with a worker per core a writer thread only
+    # contends for the CPU); an upload overlaps the next rows' computing
+    background = loc.remote
+    return {name: RegionWriter(group[f"features/{name}"], spec.start, end=spec.start + spec.capacity, background=background)
+            for name in layout.feature_shapes}
 
 
 def _reject(it: WorkItem, stage: str, error_class: str, message: str, ctx: RunContext) -> dict[str, Any]:

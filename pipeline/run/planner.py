@@ -7,6 +7,7 @@ partitions as the run it resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -148,7 +149,20 @@ def settings_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]
     return [f"{k}: {a.get(k, '(default)')} -> {b.get(k, '(default)')}" for k in keys]
 
 
-def make_run_layout(loaded: LoadedCatalog) -> Layout:
+def make_run_layout(loaded: LoadedCatalog, previous: StoreState | None = None) -> Layout:
+    """The layout of this run's feature arrays. A store keeps the chunk and shard sizes it was
+    created with (a later release may size new stores differently): when ``previous`` recorded
+    a layout that differs from the one made now only in those, it is the one used."""
+    made = _made_layout(loaded)
+    stored = (previous.meta.get("layout") if previous is not None else None) or None
+    if stored:
+        old = Layout.from_dict(stored)
+        if dataclasses.replace(old, chunk=made.chunk, shard=made.shard) == made:
+            return old
+    return made
+
+
+def _made_layout(loaded: LoadedCatalog) -> Layout:
     c = loaded.catalog
     fset = build_feature_set(c.features, c.audio.sample_rate)
     channels = c.audio.kept_channels
@@ -178,9 +192,9 @@ def build_plan(
     by default it is read here.
     """
     c = loaded.catalog
-    layout = make_run_layout(loaded)
-    fp = fingerprint(loaded, layout)
     prev = read_state(location) if previous == "read" else previous
+    layout = make_run_layout(loaded, prev)
+    fp = fingerprint(loaded, layout)
     check_fingerprint(prev, fp, location, loaded)
     fset = build_feature_set(c.features, c.audio.sample_rate)
     chain = build_chain(c.augment)

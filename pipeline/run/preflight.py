@@ -33,7 +33,7 @@ def preflight(loaded: LoadedCatalog, store: str | None = None) -> dict[str, Any]
     previous = read_state(location)
     if previous is None:
         return None
-    check_fingerprint(previous, fingerprint(loaded, make_run_layout(loaded)), location, loaded)
+    check_fingerprint(previous, fingerprint(loaded, make_run_layout(loaded, previous)), location, loaded)
     refs, banks = steps.discover(loaded)
     if refs_needing_probe(refs, previous):
         return None

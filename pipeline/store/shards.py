@@ -2,9 +2,10 @@
 
 A partition owns whole shards (``Layout``), so no two writers ever touch one shard.
 :class:`RegionWriter` keeps a partition's rows only until a shard is full and then writes
-that shard with ``arr[a:b] = block``, zarr's public API, on one background thread while
-the partition computes the next rows. Memory per array is bounded by two shards (the one
-being written and the one being filled).
+that shard with ``arr[a:b] = block``, zarr's public API: in the caller's thread (what
+partitions do: with as many workers as cores, a second thread only contends), or on one
+background thread while the caller computes the next rows. Memory per array is bounded by
+two shards (the one being written and the one being filled).
 
 Because every write covers a whole shard, every inner chunk of it is replaced: a retried
 partition overwrites what an earlier attempt left (zarr 3.1 still reads the old shard
