@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import google_crc32c
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -132,10 +133,6 @@ def test_measure_and_flags():
     quiet = np.concatenate([narrow[:SR] * 0.001, np.zeros(20 * SR, np.float32)])
     m3 = measure(quiet, quiet, SR, cfg)
     assert "mostly_silent" in quality_flags(rule_values(m3.metrics, sample_rate=SR), cfg)
-    # CRC-32C of each half of the float32 bytes, then the sample count
-    raw = narrow.astype(np.float32).tobytes()
-    half = (narrow.size // 2) * 4
-    assert m.pcm_hash == f"{google_crc32c.value(raw[:half]):08x}{google_crc32c.value(raw[half:]):08x}{narrow.size:016x}"
     assert len(m.pcm_hash) == 32 and m.pcm_hash != m2.pcm_hash and m.codes.dtype == np.int32 and m.keys[0].size > 0
     # a custom flag rule
     strict = QualityConfig(flag_if="loudness_lufs < -10")
@@ -181,15 +178,28 @@ def test_measure_reuses_the_features_analysis_and_leaves_the_features_bit_identi
         measure(y[:-1], y[:-1], SR, QualityConfig(), analysis=ana)
 
 
-def test_pcm_hash_key_covers_both_halves():
+def test_pcm_hash_is_xxh3_128_of_the_float32_bytes():
     from pipeline.quality.fingerprint import pcm_hash
 
+    def pcm(n):  # exact in float32 on any platform
+        return (((np.arange(n, dtype=np.int64) * 2654435761) % 65536 - 32768) / 32768).astype(np.float32)
+
+    # xxhash.xxh3_128_hexdigest(pcm(n).tobytes()) (python-xxhash 4.1.0, xxHash 0.8.3): one
+    # partial block, one block and a partial one, several blocks with an odd word count
+    known = {61: "8f84182eeb6f5d7d7b16cd6999b1fafb", 257: "278d253da3d784dfd2666ad899c0e5d7",
+             4001: "a1e4c7873a27dc9b494fd97cd15ae2fe", 16000: "57dc2c0ba68e550e0c22ccfbb5a44715"}
+    for n, digest in known.items():
+        assert pcm_hash(pcm(n)) == digest
+        shifted = np.empty(n + 1, np.float32)[1:]  # 4 bytes off the allocation: unaligned 64-bit words
+        shifted[:] = pcm(n)
+        assert pcm_hash(shifted) == digest and pcm_hash(pcm(n).astype(np.float64)) == digest
+    # XXH3's short paths are not compiled: 60 samples or fewer take BLAKE2b-128
+    assert pcm_hash(pcm(60)) == hashlib.blake2b(pcm(60).tobytes(), digest_size=16).hexdigest()
     y = np.random.default_rng(1).standard_normal(SR).astype(np.float32)
     z = y.copy()
     z[-1] += 1e-3
     # the duplicate index keys on the first 64 bits: a change anywhere must reach them
-    assert pcm_hash(y)[:16] != pcm_hash(z)[:16] and pcm_hash(y)[16:] == pcm_hash(z)[16:]
-    assert pcm_hash(y[:-1])[16:] != pcm_hash(y)[16:]
+    assert pcm_hash(y)[:16] != pcm_hash(z)[:16] and pcm_hash(y[:-1])[:16] != pcm_hash(y)[:16]
 
 
 def test_compiled_median_filter_matches_scipy():

@@ -14,16 +14,7 @@ from pipeline.features.analysis import Analysis
 from pipeline.quality.config import QualityConfig
 from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
 from pipeline.quality.loudness import spectral_loudness
-from pipeline.quality.metrics import (
-    activity_from_levels,
-    bandwidth_hz,
-    clipping_fraction,
-    peak_abs,
-    power_db,
-    sample_levels,
-    snr_db,
-    vad_frame,
-)
+from pipeline.quality.metrics import bandwidth_hz, clipping_fraction, peak_abs, power_db, sample_summary, snr_db, vad_frame
 from pipeline.quality.rules import parse_rule
 from pipeline.quality.spectrum import Spectra, default_plan
 
@@ -34,8 +25,8 @@ METRIC_COLUMNS = (
 )
 #: bump when a metric's definition changes: recorded in the store's provenance.
 #: 2: SNR, bandwidth, loudness and fingerprint read the features' STFT, not a 128 ms one;
-#: pcm_hash is CRC-32C-based
-METRICS_VERSION = 2
+#: pcm_hash is CRC-32C-based. 3: pcm_hash is XXH3-128 (other metrics as in 2, to rounding)
+METRICS_VERSION = 3
 QUALITY_FLAGS = ("clipped", "mostly_silent", "low_snr", "narrowband", "quality", "duplicate")
 
 
@@ -68,22 +59,23 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
         raise ValueError(f"the analysis is of {analysis.y.shape[0]} samples at {analysis.plan.sample_rate} Hz, "
                          f"not of this clip ({y.shape[0]} at {sample_rate})")
     spectra = Spectra.from_analysis(analysis)
-    levels = sample_levels(y, vad_frame(sample_rate, cfg.vad.frame_seconds))
-    peak = peak_abs(y_decoded)
-    speech, silence = activity_from_levels(levels.frame_dbfs, speech_dbfs=cfg.vad.speech_dbfs, silence_dbfs=cfg.vad.silence_dbfs)
+    vad = cfg.vad
+    levels = sample_summary(y, vad_frame(sample_rate, vad.frame_seconds), speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
+    # clipping and peak on the audio as decoded: the same samples (one read) unless resampled
+    peak = levels.peak if y_decoded is y else peak_abs(y_decoded)
     metrics = {
         "peak_dbfs": power_db(peak * peak),
         "rms_dbfs": levels.rms_dbfs,
         "loudness_lufs": spectral_loudness(spectra),
         "dc_offset": levels.dc_offset,
         "clipping_fraction": clipping_fraction(y_decoded, peak=peak),
-        "speech_fraction": speech,
-        "silence_fraction": silence,
+        "speech_fraction": levels.speech_fraction,
+        "silence_fraction": levels.silence_fraction,
         "snr_db": snr_db(spectra),
         "bandwidth_hz": bandwidth_hz(spectra, floor_db=cfg.bandwidth_floor_db),
     }
     codes, frame_seconds = fingerprint(spectra)
-    return Measured({k: float(v) for k, v in metrics.items()}, pcm_hash(y), codes, sketch(codes), frame_seconds)
+    return Measured(metrics, pcm_hash(y), codes, sketch(codes), frame_seconds)
 
 
 def rule_values(metrics: dict[str, float], **others: float) -> dict[str, float]:

@@ -99,13 +99,13 @@ def spectral_loudness(spectra: Spectra) -> float:
     spectra : :class:`pipeline.quality.spectrum.Spectra` of the clip.
     """
     sample_rate = spectra.sample_rate
-    z = spectra.reduced.k_weighted.astype(np.float64) * (spectra.scale / spectra.reduced.stride)
+    r = spectra.reduced
     block = int(round(BLOCK_SECONDS * sample_rate))
     step = int(round(STEP_SECONDS * sample_rate))
-    if z.size == 0 or spectra.n_samples < block:
+    if r.k_weighted.size == 0 or spectra.n_samples < block:
         return LOUDNESS_FLOOR_LUFS
-    return float(_kernels.gated_loudness(z, spectra.step_centres, spectra.n_samples, block, step, ABSOLUTE_GATE_LUFS,
-                                         RELATIVE_GATE_LU, LOUDNESS_FLOOR_LUFS))
+    return float(_kernels.gated_loudness(r.k_weighted, spectra.scale / r.stride, float(spectra.first_centre), spectra.hop, r.stride,
+                                         spectra.n_samples, block, step, ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU, LOUDNESS_FLOOR_LUFS))
 
 
 @lru_cache(maxsize=8)

@@ -1,7 +1,7 @@
 """Per-example quality metrics: pure functions on a mono float waveform (full scale 1.0)
 and on the short-time power spectrum the features already computed.
 
-The level metrics read the samples once (:func:`sample_levels`, a compiled loop). The SNR,
+The level metrics read the samples once (:func:`sample_summary`, a compiled loop). The SNR,
 the bandwidth, the loudness and the near-duplicate fingerprint read :class:`Spectra`: the
 ``|X|**2`` of the feature set's own STFT (:class:`pipeline.features.analysis.Analysis`,
 ``features.stft``), so measuring takes no FFT of its own when the features took one
@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.features.analysis import StftPlan
 from pipeline.quality import _kernels
 from pipeline.quality.spectrum import BLOCK_SECONDS, Spectra, default_plan, reduce_power, spectral_frames  # noqa: F401 - re-exported
 
@@ -37,7 +38,11 @@ def _samples(y: np.ndarray) -> np.ndarray:
 
 def peak_abs(y: np.ndarray) -> float:
     """Largest absolute sample (0.0 for no samples)."""
-    return max(float(np.max(y)), -float(np.min(y))) if y.size else 0.0
+    if not y.size:
+        return 0.0
+    if y.dtype == np.float32 and y.flags.c_contiguous:
+        return float(np.uint32(_kernels.abs_peak(y.view(np.uint32))).view(np.float32))
+    return max(float(np.max(y)), -float(np.min(y)))
 
 
 def peak_dbfs(y: np.ndarray) -> float:
@@ -111,8 +116,36 @@ def activity_from_levels(levels: np.ndarray, *, speech_dbfs: float, silence_dbfs
 
 def activity_fractions(y: np.ndarray, sample_rate: int, *, frame_seconds: float, speech_dbfs: float, silence_dbfs: float) -> tuple[float, float]:
     """``(speech_fraction, silence_fraction)``: frames above ``speech_dbfs`` / below ``silence_dbfs``."""
-    levels = frame_levels_dbfs(y, vad_frame(sample_rate, frame_seconds))
-    return activity_from_levels(levels, speech_dbfs=speech_dbfs, silence_dbfs=silence_dbfs)
+    s = sample_summary(y, vad_frame(sample_rate, frame_seconds), speech_dbfs=speech_dbfs, silence_dbfs=silence_dbfs)
+    return s.speech_fraction, s.silence_fraction
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """Every level metric of a clip from one read of its samples (:func:`sample_summary`)."""
+
+    dc_offset: float
+    rms_dbfs: float
+    peak: float
+    """``max |y|``."""
+    speech_fraction: float
+    silence_fraction: float
+
+
+def sample_summary(y: np.ndarray, frame: int, *, speech_dbfs: float, silence_dbfs: float) -> SampleSummary:
+    """DC offset, RMS, peak and the VAD's fractions of ``frame``-sample frames (the last
+    partial one too) above ``speech_dbfs`` / below ``silence_dbfs``, in one compiled read."""
+    n = y.shape[0]
+    if n == 0:
+        return SampleSummary(0.0, LEVEL_FLOOR_DB, 0.0, 0.0, 1.0)
+    x = y if y.dtype == np.float32 and y.flags.c_contiguous else np.ascontiguousarray(y, dtype=np.float32)
+    # levels compared as mean squares: a frame's level is max(10 log10(ms), LEVEL_FLOOR_DB)
+    speech_power = 10.0 ** (speech_dbfs / 10.0) if speech_dbfs >= LEVEL_FLOOR_DB else -1.0
+    silence_power = 10.0 ** (silence_dbfs / 10.0) if silence_dbfs > LEVEL_FLOOR_DB else -1.0
+    total, squares, speech, silence, frames, peak = _kernels.sample_summary(x, x.view(np.uint32), int(frame), speech_power, silence_power)
+    if x is not y and y.dtype != np.float32:
+        peak = peak_abs(y)  # the peak of the samples as given, not of their float32 copy
+    return SampleSummary(total / n, power_db(squares / n), peak, speech / frames, silence / frames)
 
 
 #: the SNR's noise floor: this low quantile over time of a cell's power
@@ -133,9 +166,20 @@ def _floor_bias(n_fft: int, hop: int, window: bytes, sample_rate: int) -> float:
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
     p = (np.abs(scipy.fft.rfft(frames * win, axis=1)) ** 2).astype(np.float32)
-    cells = reduce_power(p, sample_rate, hop, sample_rate / n_fft, 0).blocks[1:]  # DC is real: another distribution
-    k = int(NOISE_QUANTILE * (cells.shape[1] - 1))
-    return float(np.mean(np.partition(cells, k, axis=1)[:, k]) / np.mean(cells))
+    cells = reduce_power(p, sample_rate, hop, sample_rate / n_fft, 0).cells[:, 1:]  # DC is real: another distribution
+    k = int(NOISE_QUANTILE * (cells.shape[0] - 1))
+    return float(np.mean(np.partition(cells, k, axis=0)[k]) / np.mean(cells))
+
+
+@lru_cache(maxsize=16)
+def _plan_bias(plan: StftPlan) -> float:
+    return _floor_bias(plan.n_fft, plan.hop_length, plan.window.tobytes(), plan.sample_rate)
+
+
+def _bias(spectra: Spectra) -> float:
+    if spectra.plan is not None:
+        return _plan_bias(spectra.plan)
+    return _floor_bias(spectra.n_fft, spectra.hop, spectra.window.tobytes(), spectra.sample_rate)
 
 
 def snr_db(spectra: Spectra, *, smooth_hz: float = 1000.0) -> float:
@@ -154,15 +198,16 @@ def snr_db(spectra: Spectra, *, smooth_hz: float = 1000.0) -> float:
     4 blocks or digital silence.
     """
     r = spectra.reduced
-    cells = r.blocks
-    total = float(cells.sum()) / max(1, cells.shape[1])  # float32 pairwise sums: exact enough, 3x faster
-    if cells.shape[1] < 4 or total <= 0.0:
-        return float("nan")  # too short to tell noise from signal, or digital silence
-    k = int(NOISE_QUANTILE * (cells.shape[1] - 1))
-    bias = _floor_bias(spectra.n_fft, spectra.hop, spectra.window.tobytes(), spectra.sample_rate)
-    floor = np.partition(cells, k, axis=1)[:, k]  # along contiguous rows: 3x faster
+    cells = r.cells
+    if cells.shape[0] < 4:
+        return float("nan")  # too short to tell noise from signal
+    k = int(NOISE_QUANTILE * (cells.shape[0] - 1))
     width = max(3, int(round(smooth_hz / (spectra.bin_hz * r.block_bins))) | 1)
-    noise = float(np.sum(_kernels.median_nearest(floor, width), dtype=np.float64)) / bias
+    total, floor = _kernels.snr_terms(cells, k, width)
+    total /= cells.shape[0]
+    if total <= 0.0:
+        return float("nan")  # digital silence
+    noise = floor / _bias(spectra)
     signal = total - noise
     if noise <= 0.0:
         return 100.0
@@ -183,13 +228,11 @@ def bandwidth_hz(spectra: Spectra, *, floor_db: float = 60.0) -> float:
 
     8 kHz audio upsampled to 16 kHz reads about 4000; an MP3's low-pass shows as its cutoff.
     Resolution: one bin of the STFT (40 Hz at n_fft 400, 16 kHz). NaN for digital silence.
+    The long-term power is read from the column sums of :attr:`Spectra.reduced` (a constant
+    factor from :attr:`Spectra.mean_power`, which changes no comparison).
     """
-    mean = spectra.mean_power
-    top = float(mean.max()) if mean.size else 0.0
-    if top <= 0.0:
-        return float("nan")  # digital silence has no band
-    b = int(np.flatnonzero(mean >= top * 10.0 ** (-floor_db / 10.0))[-1])
-    steep = 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0)
-    while b > 0 and mean[b - 1] > mean[b] * steep:
-        b -= 1
-    return float(spectra.freqs_hz[b])
+    r = spectra.reduced
+    if r.k_weighted.size - 2 * r.skip_steps <= 0:
+        return float("nan")
+    b = _kernels.bandwidth_bin(r.column_sums, 10.0 ** (-floor_db / 10.0), 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0))
+    return float(spectra.freqs_hz[b]) if b >= 0 else float("nan")  # -1: digital silence has no band

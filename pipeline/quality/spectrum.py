@@ -39,17 +39,18 @@ class Reduced:
     stride: int
     """STFT frames per step."""
     skip_steps: int
-    """Steps left out of ``column_sums`` and ``blocks`` at each end: those with frames that
+    """Steps left out of ``column_sums`` and ``cells`` at each end: those with frames that
     reach into a centred STFT's padding (a clip cut out of a longer signal starts with a
     step there, which leaks into every bin)."""
     k_weighted: np.ndarray
     """(n_steps,) K-weighted power of each step."""
     bands: np.ndarray
-    """(n_steps, N_BANDS) the fingerprint's band energies."""
+    """(N_BANDS, n_steps) the fingerprint's band energies."""
     column_sums: np.ndarray
     """(n_bins,) power summed over the steps but ``skip_steps`` at each end."""
-    blocks: np.ndarray
-    """(n_cells, n_blocks) power summed over cells of :data:`BLOCK_HZ` by :data:`BLOCK_SECONDS`."""
+    cells: np.ndarray
+    """(n_blocks, n_cells) power summed over cells of :data:`BLOCK_SECONDS` by :data:`BLOCK_HZ`
+    (time-major: the SNR's per-cell quantile runs across cells at once)."""
     block_bins: int
 
 
@@ -68,23 +69,23 @@ class Spectra:
     first_centre : sample of frame 0's centre (0 for a centred STFT).
     edge_frames : frames at each end that reach into the padding of a centred STFT.
     n_samples, sample_rate : the clip's.
+    plan : the STFT plan it came from, if any (per-plan constants are then cached on it).
     """
 
     def __init__(self, power: np.ndarray, scale: float, freqs_hz: np.ndarray, hop: int, n_fft: int, window: np.ndarray, *,
-                 first_centre: int, edge_frames: int, n_samples: int, sample_rate: int):
+                 first_centre: int, edge_frames: int, n_samples: int, sample_rate: int, plan: StftPlan | None = None):
         self.power, self.scale, self.freqs_hz, self.window = power, float(scale), freqs_hz, window
         self.hop, self.n_fft, self.first_centre, self.edge_frames = int(hop), int(n_fft), int(first_centre), int(edge_frames)
-        self.n_samples, self.sample_rate = int(n_samples), int(sample_rate)
+        self.n_samples, self.sample_rate, self.plan = int(n_samples), int(sample_rate), plan
 
     @classmethod
     def from_analysis(cls, ana: Analysis) -> Spectra:
         """The spectrum of an :class:`Analysis` (computes its STFT when no feature has yet)."""
         plan = ana.plan
-        p = plan.params
-        return cls(ana.spectrum(2.0), _scale(plan), plan.freqs, plan.hop_length, plan.n_fft, plan.window,
-                   first_centre=0 if p.center else plan.n_fft // 2,
-                   edge_frames=-(-(plan.n_fft // 2) // plan.hop_length) if p.center else 0,
-                   n_samples=ana.y.shape[0], sample_rate=plan.sample_rate)
+        scale, first_centre, edge_frames = _plan_constants(plan)
+        return cls(ana.spectrum(2.0), scale, plan.freqs, plan.hop_length, plan.n_fft, plan.window,
+                   first_centre=first_centre, edge_frames=edge_frames, n_samples=ana.y.shape[0], sample_rate=plan.sample_rate,
+                   plan=plan)
 
     @property
     def bin_hz(self) -> float:
@@ -110,38 +111,36 @@ class Spectra:
         return r.column_sums.astype(np.float64) * (self.scale / n)
 
 
-def reduce_power(power: np.ndarray, sample_rate: int, hop: int, bin_hz: float, edge_frames: int) -> Reduced:
-    """:class:`Reduced` of a (n_frames, n_bins) power spectrum."""
+@lru_cache(maxsize=16)
+def pass_constants(sample_rate: int, hop: int, n_bins: int, bin_hz: float) -> tuple:
+    """``(stride, block_steps, block_bins, k-weights, band_lo, band_hi)`` of :func:`reduce_power`."""
     from pipeline.quality.fingerprint import band_ranges
     from pipeline.quality.loudness import k_gain
 
-    n_frames, n_bins = power.shape
     stride = step_frames(sample_rate, hop)
+    block_steps = max(1, int(round(BLOCK_SECONDS / (stride * hop / sample_rate))))
+    block_bins = max(1, int(round(BLOCK_HZ / bin_hz)))
+    return (stride, block_steps, block_bins, k_gain(sample_rate, n_bins, bin_hz), *band_ranges(n_bins, bin_hz))
+
+
+def reduce_power(power: np.ndarray, sample_rate: int, hop: int, bin_hz: float, edge_frames: int) -> Reduced:
+    """:class:`Reduced` of a (n_frames, n_bins) power spectrum."""
+    n_frames, n_bins = power.shape
+    stride, block_steps, block_bins, weights, lo, hi = pass_constants(sample_rate, hop, n_bins, bin_hz)
     n_steps = n_frames // stride
     skip = -(-edge_frames // stride)
     skip = skip if n_steps > 2 * skip + 8 else 0
-    lo, hi = band_ranges(n_bins, bin_hz)
-    block_steps = max(1, int(round(BLOCK_SECONDS / (stride * hop / sample_rate))))
-    block_bins = max(1, int(round(BLOCK_HZ / bin_hz)))
     power = power if power.flags.c_contiguous else np.ascontiguousarray(power)
-    weighted, bands, colsum, blocks = _kernels.spectral_pass(power, k_gain(sample_rate, n_bins, bin_hz), lo, hi, stride, skip,
-                                                             block_steps)
-    n_cells = n_bins // block_bins
-    # cells frequency-major: the quantile runs along contiguous rows (3x faster than across them)
-    cells = blocks[:, 0 : n_cells * block_bins : block_bins].copy()  # strided adds: numpy sums a short last axis slowly
-    for i in range(1, block_bins):
-        cells += blocks[:, i : n_cells * block_bins : block_bins]
-    cells = np.ascontiguousarray(cells.T)
+    weighted, bands, colsum, cells = _kernels.spectral_pass(power, weights, lo, hi, stride, skip, block_steps, block_bins)
     return Reduced(stride, skip, weighted, bands, colsum, cells, block_bins)
 
 
 @lru_cache(maxsize=16)
-def _scale_of(n_fft: int, window: bytes) -> float:
-    return 2.0 / (n_fft * float(np.sum(np.frombuffer(window, np.float64) ** 2)))
-
-
-def _scale(plan: StftPlan) -> float:
-    return _scale_of(plan.n_fft, plan.window.tobytes())
+def _plan_constants(plan: StftPlan) -> tuple[float, int, int]:
+    """``(scale, first_centre, edge_frames)`` of a plan (plans are per process: cached by identity)."""
+    p = plan.params
+    scale = 2.0 / (plan.n_fft * float(np.sum(plan.window**2)))
+    return scale, 0 if p.center else plan.n_fft // 2, -(-(plan.n_fft // 2) // plan.hop_length) if p.center else 0
 
 
 @lru_cache(maxsize=8)
