@@ -326,16 +326,17 @@ def sketch_keys(codes: np.ndarray, k: int, inactive: int):  # pragma: no cover -
             h[m] = z ^ (z >> np.uint64(31))
             frame[m] = i
             m += 1
-    order = np.argsort(h[:m], kind="mergesort")  # stable: a repeated hash keeps its first frame
+    order = np.argsort(h[:m])
     keys = np.empty(min(k, m), dtype=np.uint64)
     frames = np.empty(min(k, m), dtype=np.int32)
     out = 0
     for r in range(m):
+        v = h[order[r]]
+        if out > 0 and keys[out - 1] == v:  # a repeated pair: its first frame (quicksort is not stable)
+            frames[out - 1] = min(frames[out - 1], frame[order[r]])
+            continue
         if out >= k:
             break
-        v = h[order[r]]
-        if out > 0 and keys[out - 1] == v:
-            continue
         keys[out] = v
         frames[out] = frame[order[r]]
         out += 1

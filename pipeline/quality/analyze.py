@@ -58,9 +58,12 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
     elif analysis.plan.sample_rate != sample_rate or analysis.y.shape[0] != y.shape[0]:
         raise ValueError(f"the analysis is of {analysis.y.shape[0]} samples at {analysis.plan.sample_rate} Hz, "
                          f"not of this clip ({y.shape[0]} at {sample_rate})")
-    spectra = Spectra.from_analysis(analysis)
     vad = cfg.vad
+    # the samples first, both reads back to back (the second from cache), then the spectrum
+    # (which takes the features' STFT now if no feature has yet: its framing reads them again)
     levels = sample_summary(y, vad_frame(sample_rate, vad.frame_seconds), speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
+    digest = pcm_hash(y)
+    spectra = Spectra.from_analysis(analysis)
     # clipping and peak on the audio as decoded: the same samples (one read) unless resampled
     peak = levels.peak if y_decoded is y else peak_abs(y_decoded)
     metrics = {
@@ -75,7 +78,7 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
         "bandwidth_hz": bandwidth_hz(spectra, floor_db=cfg.bandwidth_floor_db),
     }
     codes, frame_seconds = fingerprint(spectra)
-    return Measured(metrics, pcm_hash(y), codes, sketch(codes), frame_seconds)
+    return Measured(metrics, digest, codes, sketch(codes), frame_seconds)
 
 
 def rule_values(metrics: dict[str, float], **others: float) -> dict[str, float]:
