@@ -288,23 +288,23 @@ def gated_loudness(weighted: np.ndarray, factor: float, first_centre: float, hop
         if hi > lo:
             power[m] = max(acc, 0.0) / (hi - lo)
             m += 1
+    # the gates compared as powers (a block's loudness is -0.691 + 10 log10(power)): no log per block
+    gate = 10.0 ** ((absolute_lufs + 0.691) / 10.0)
     total = 0.0
     count = 0
     for k in range(m):
-        if power[k] > 0 and -0.691 + 10.0 * np.log10(power[k]) > absolute_lufs:
+        if power[k] > gate:
             total += power[k]
             count += 1
     if count == 0:
         return floor_lufs
-    relative = -0.691 + 10.0 * np.log10(total / count) + relative_lu
+    gate = max(gate, total / count * 10.0 ** (relative_lu / 10.0))
     total2 = 0.0
     count2 = 0
     for k in range(m):
-        if power[k] > 0:
-            lk = -0.691 + 10.0 * np.log10(power[k])
-            if lk > absolute_lufs and lk > relative:
-                total2 += power[k]
-                count2 += 1
+        if power[k] > gate:
+            total2 += power[k]
+            count2 += 1
     return -0.691 + 10.0 * np.log10(total2 / count2)
 
 

@@ -73,9 +73,10 @@ def _merge(acc, key_at, start):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def xxh3_128_words(w: np.ndarray, d: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
-    """``(high64, low64)`` of XXH3-128 of the bytes of ``w`` (uint32, at least :data:`MIN_BYTES`
-    bytes); ``d`` is the same buffer as uint64 words (its first ``len(w) // 2``)."""
+def xxh3_128_words(w: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
+    """``(high64, low64)`` of XXH3-128 of the bytes of ``w`` (uint32, C-contiguous, at least
+    :data:`MIN_BYTES` bytes)."""
+    d = w[: w.shape[0] & ~1].view(np.uint64)
     n_bytes = 4 * w.shape[0]
     acc = np.empty(8, np.uint64)
     acc[0], acc[1], acc[2], acc[3] = _P32_3, _P64_1, _P64_2, _P64_3
@@ -121,5 +122,5 @@ def xxh3_128(x: np.ndarray) -> int:
     w = x.reshape(-1).view(np.uint32)
     if 4 * w.size < MIN_BYTES:
         raise ValueError(f"XXH3's long path needs at least {MIN_BYTES} bytes, not {4 * w.size}")
-    high, low = xxh3_128_words(w, w[: w.size & ~1].view(np.uint64))
+    high, low = xxh3_128_words(w)
     return (int(high) << 64) | int(low)
