@@ -24,20 +24,14 @@ def sample_summary(y: np.ndarray, bits: np.ndarray, frame: int, speech_power: fl
     squares = 0.0
     speech = 0
     silence = 0
-    top = np.uint32(0)
     for j in range(k):
         seg = y[j * frame : (j + 1) * frame]  # slices: indices from 0, no wraparound checks
-        seg_bits = bits[j * frame : (j + 1) * frame]
         s = np.float32(0.0)
         q = np.float32(0.0)
-        m = np.uint32(0)
         for i in range(seg.shape[0]):
             v = seg[i]
             s += v
             q += v * v
-            u = seg_bits[i] & np.uint32(0x7FFFFFFF)
-            m = u if u > m else m
-        top = max(top, m)
         total += s
         squares += q
         ms = np.float64(q) / seg.shape[0]
@@ -45,6 +39,10 @@ def sample_summary(y: np.ndarray, bits: np.ndarray, frame: int, speech_power: fl
             speech += 1
         if ms < silence_power:
             silence += 1
+    top = np.uint32(0)
+    for i in range(n):  # its own loop: vectorises better with every numba tested than inside the frames'
+        u = bits[i] & np.uint32(0x7FFFFFFF)
+        top = u if u > top else top
     peak = np.empty(1, np.uint32)
     peak[0] = top
     return total, squares, speech, silence, k, np.float64(peak.view(np.float32)[0])
