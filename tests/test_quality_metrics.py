@@ -17,6 +17,7 @@ from pipeline.quality.metrics import (
     dc_offset,
     peak_dbfs,
     rms_dbfs,
+    sample_summary,
     snr_db,
     spectral_frames,
 )
@@ -174,6 +175,18 @@ def test_measure_reuses_the_features_analysis_and_leaves_the_features_bit_identi
     # the default STFT (n_fft 400, hop 160, Hann) is the features': the same metrics without an analysis
     m0 = measure(y, y, SR, QualityConfig())
     assert m.metrics == m0.metrics and np.array_equal(m.codes, m0.codes) and m.pcm_hash == m0.pcm_hash
+    # measure's one compiled call per side gives what the functions per metric give
+    from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
+    from pipeline.quality.loudness import spectral_loudness
+
+    s = spectral_frames(y, SR)
+    codes, _ = fingerprint(s)
+    assert (m.metrics["snr_db"], m.metrics["bandwidth_hz"], m.metrics["loudness_lufs"]) == (snr_db(s), bandwidth_hz(s), spectral_loudness(s))
+    assert np.array_equal(m.codes, codes) and all(np.array_equal(a, b) for a, b in zip(m.keys, sketch(codes)))
+    levels = sample_summary(y, 320, speech_dbfs=-45, silence_dbfs=-60)
+    assert m.pcm_hash == pcm_hash(y) and (m.metrics["rms_dbfs"], m.metrics["dc_offset"], m.metrics["speech_fraction"],
+                                          m.metrics["silence_fraction"]) == (levels.rms_dbfs, levels.dc_offset, levels.speech_fraction,
+                                                                             levels.silence_fraction)
     with pytest.raises(ValueError, match="not of this clip"):
         measure(y[:-1], y[:-1], SR, QualityConfig(), analysis=ana)
 

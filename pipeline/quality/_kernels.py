@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pipeline.quality import _xxh3
+
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def sample_summary(y: np.ndarray, bits: np.ndarray, frame: int, speech_power: float, silence_power: float):  # pragma: no cover - compiled
@@ -429,3 +431,44 @@ def median_nearest(x: np.ndarray, width: int) -> np.ndarray:  # pragma: no cover
             p += 1
         buf[p] = new
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def spectral_metrics(power, weights, band_lo, band_hi, stride, skip_steps, block_steps, block_bins,
+                     factor, first_centre, hop, n_samples, block, step, absolute_lufs, relative_lu, floor_lufs,
+                     quantile, width, floor_ratio, steep_ratio,
+                     pool, lag, active_ratio, abs_floor, band_ratio, min_bands, sketch_k, inactive):  # pragma: no cover - compiled
+    """Every spectral metric in one call, from the kernels the per-metric functions call:
+    ``(loudness LUFS, SNR total, SNR noise floor (unbiased by the caller), blocks, bandwidth
+    bin (-1: none), fingerprint codes, sketch keys, sketch frames)``."""
+    weighted, bands, colsum, cells = spectral_pass(power, weights, band_lo, band_hi, stride, skip_steps, block_steps, block_bins)
+    loudness = floor_lufs
+    if weighted.shape[0] > 0 and n_samples >= block:
+        loudness = gated_loudness(weighted, factor, first_centre, hop, stride, n_samples, block, step, absolute_lufs, relative_lu,
+                                  floor_lufs)
+    n_blocks = cells.shape[0]
+    total = 0.0
+    noise = 0.0
+    if n_blocks >= 4:
+        total, noise = snr_terms(cells, int(quantile * (n_blocks - 1)), width)
+    band = -1
+    if weighted.shape[0] - 2 * skip_steps > 0:
+        band = bandwidth_bin(colsum, floor_ratio, steep_ratio)
+    codes = philips_codes(bands, pool, 1, lag, active_ratio, abs_floor, band_ratio, min_bands)
+    if codes.shape[0] >= 2:
+        keys, frames = sketch_keys(codes, sketch_k, inactive)
+    else:
+        keys, frames = np.zeros(0, np.uint64), np.zeros(0, np.int32)
+    return loudness, total, noise, n_blocks, band, codes, keys, frames
+
+
+@numba.njit(cache=True, nogil=True)
+def sample_metrics(y, bits, frame, speech_power, silence_power, hash_it):  # pragma: no cover - compiled
+    """:func:`sample_summary` and, when ``hash_it``, XXH3-128 of the same samples in one call
+    (two loops, back to back: the second reads from cache)."""
+    out = sample_summary(y, bits, frame, speech_power, silence_power)
+    high = np.uint64(0)
+    low = np.uint64(0)
+    if hash_it:
+        high, low = _xxh3.xxh3_128_words(bits)
+    return out, high, low

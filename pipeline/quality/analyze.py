@@ -11,12 +11,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.features.analysis import Analysis
+from pipeline.quality import _kernels, _xxh3
+from pipeline.quality import fingerprint as fp
+from pipeline.quality import loudness as ld
 from pipeline.quality.config import QualityConfig
-from pipeline.quality.fingerprint import fingerprint, pcm_hash, sketch
-from pipeline.quality.loudness import spectral_loudness
-from pipeline.quality.metrics import bandwidth_hz, clipping_fraction, peak_abs, power_db, sample_summary, snr_db, vad_frame
+from pipeline.quality.metrics import (
+    LEAKAGE_DB_PER_BIN,
+    NOISE_QUANTILE,
+    bias_of,
+    clipping_fraction,
+    peak_abs,
+    power_db,
+    sample_summary,
+    snr_from_terms,
+    snr_width,
+    summary_args,
+    summary_of,
+    vad_frame,
+)
 from pipeline.quality.rules import parse_rule
-from pipeline.quality.spectrum import Spectra, default_plan
+from pipeline.quality.spectrum import Spectra, default_plan, pass_constants, skip_steps
 
 #: the example table's float columns measured per example (docs/quality.md); NaN = not measured
 METRIC_COLUMNS = (
@@ -59,26 +73,58 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
         raise ValueError(f"the analysis is of {analysis.y.shape[0]} samples at {analysis.plan.sample_rate} Hz, "
                          f"not of this clip ({y.shape[0]} at {sample_rate})")
     vad = cfg.vad
-    # the samples first, both reads back to back (the second from cache), then the spectrum
-    # (which takes the features' STFT now if no feature has yet: its framing reads them again)
-    levels = sample_summary(y, vad_frame(sample_rate, vad.frame_seconds), speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
-    digest = pcm_hash(y)
+    # the samples first, levels and hash in one call (two loops back to back, the second from
+    # cache), then the spectrum (which takes the features' STFT now if no feature has yet:
+    # its framing reads the samples again)
+    frame = vad_frame(sample_rate, vad.frame_seconds)
+    if y.shape[0]:
+        x, frame, speech_power, silence_power = summary_args(y, frame, vad.speech_dbfs, vad.silence_dbfs)
+        hashed = 4 * x.shape[0] >= _xxh3.MIN_BYTES
+        sums, high, low = _kernels.sample_metrics(x, x.view(np.uint32), frame, speech_power, silence_power, hashed)
+        levels = summary_of(y, x, sums)
+        digest = fp.xxh3_hex(int(high), int(low)) if hashed else fp.pcm_hash(x)
+    else:
+        levels = sample_summary(y, frame, speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
+        digest = fp.pcm_hash(y)
     spectra = Spectra.from_analysis(analysis)
+    loudness, snr, bandwidth, codes, keys, frame_seconds = _spectral(spectra, cfg)
     # clipping and peak on the audio as decoded: the same samples (one read) unless resampled
     peak = levels.peak if y_decoded is y else peak_abs(y_decoded)
     metrics = {
         "peak_dbfs": power_db(peak * peak),
         "rms_dbfs": levels.rms_dbfs,
-        "loudness_lufs": spectral_loudness(spectra),
+        "loudness_lufs": loudness,
         "dc_offset": levels.dc_offset,
         "clipping_fraction": clipping_fraction(y_decoded, peak=peak),
         "speech_fraction": levels.speech_fraction,
         "silence_fraction": levels.silence_fraction,
-        "snr_db": snr_db(spectra),
-        "bandwidth_hz": bandwidth_hz(spectra, floor_db=cfg.bandwidth_floor_db),
+        "snr_db": snr,
+        "bandwidth_hz": bandwidth,
     }
-    codes, frame_seconds = fingerprint(spectra)
-    return Measured(metrics, digest, codes, sketch(codes), frame_seconds)
+    return Measured(metrics, digest, codes, keys, frame_seconds)
+
+
+def _spectral(spectra: Spectra, cfg: QualityConfig) -> tuple[float, float, float, np.ndarray, tuple[np.ndarray, np.ndarray], float]:
+    """``(loudness_lufs, snr_db, bandwidth_hz, codes, sketch keys, frame_seconds)`` in one
+    compiled call: the values :func:`~pipeline.quality.loudness.spectral_loudness`,
+    :func:`~pipeline.quality.metrics.snr_db`, :func:`~pipeline.quality.metrics.bandwidth_hz`,
+    :func:`~pipeline.quality.fingerprint.fingerprint` and :func:`~pipeline.quality.fingerprint.sketch`
+    give one by one (tests/test_quality_metrics.py), from the same kernels."""
+    power = spectra.power if spectra.power.flags.c_contiguous else np.ascontiguousarray(spectra.power)
+    n_frames, n_bins = power.shape
+    sr, bin_hz = spectra.sample_rate, spectra.bin_hz
+    stride, block_steps, block_bins, weights, lo, hi = pass_constants(sr, spectra.hop, n_bins, bin_hz)
+    skip = skip_steps(n_frames, stride, spectra.edge_frames)
+    loudness, total, floor, n_blocks, band, codes, keys, frames = _kernels.spectral_metrics(
+        power, weights, lo, hi, stride, skip, block_steps, block_bins,
+        spectra.scale / stride, float(spectra.first_centre), spectra.hop, spectra.n_samples, int(round(ld.BLOCK_SECONDS * sr)),
+        int(round(ld.STEP_SECONDS * sr)), ld.ABSOLUTE_GATE_LUFS, ld.RELATIVE_GATE_LU, ld.LOUDNESS_FLOOR_LUFS,
+        NOISE_QUANTILE, snr_width(bin_hz, block_bins), 10.0 ** (-cfg.bandwidth_floor_db / 10.0), 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0),
+        fp.POOL_STEPS, fp.LAG_FRAMES, 10.0 ** (-fp.ACTIVE_RANGE_DB / 10.0), fp.abs_floor(stride, spectra.scale),
+        10.0 ** (-fp.BAND_RANGE_DB / 10.0), fp.MIN_BANDS, fp.SKETCH_KEYS, fp.INACTIVE)
+    snr = snr_from_terms(total, floor, n_blocks, bias_of(spectra))
+    bandwidth = float(spectra.freqs_hz[band]) if band >= 0 else float("nan")
+    return float(loudness), snr, bandwidth, codes, (keys, frames), stride * spectra.hop / sr
 
 
 def rule_values(metrics: dict[str, float], **others: float) -> dict[str, float]:

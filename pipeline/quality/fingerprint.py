@@ -63,6 +63,12 @@ def pcm_hash(y: np.ndarray) -> str:
     return f"{_xxh3.xxh3_128(x):032x}"
 
 
+def xxh3_hex(high: int, low: int) -> str:
+    """:func:`pcm_hash`'s digits from XXH3-128's two halves (computed with the levels:
+    :func:`pipeline.quality._kernels.sample_metrics`)."""
+    return f"{high:016x}{low:016x}"
+
+
 @lru_cache(maxsize=8)
 def band_matrix(n_bins: int, bin_hz: float) -> np.ndarray:
     """(n_bins, :data:`N_BANDS`) float32: which bins each fingerprint band sums."""
@@ -92,9 +98,13 @@ def fingerprint(spectra: Spectra) -> tuple[np.ndarray, float]:
     """``(codes, frame_seconds)``: one int32 per step, a 16-bit pattern or :data:`INACTIVE`."""
     r = spectra.reduced
     codes = _kernels.philips_codes(r.bands, POOL_STEPS, 1, LAG_FRAMES, 10.0 ** (-ACTIVE_RANGE_DB / 10.0),
-                                   1e-10 * POOL_STEPS * r.stride / spectra.scale,  # 1e-10: of the density
-                                   10.0 ** (-BAND_RANGE_DB / 10.0), MIN_BANDS)
+                                   abs_floor(r.stride, spectra.scale), 10.0 ** (-BAND_RANGE_DB / 10.0), MIN_BANDS)
     return codes, r.stride * spectra.hop / spectra.sample_rate
+
+
+def abs_floor(stride: int, scale: float) -> float:
+    """A fingerprint frame's absolute floor in unscaled band power: 1e-10 of the density."""
+    return 1e-10 * POOL_STEPS * stride / scale
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -138,11 +138,24 @@ def sample_summary(y: np.ndarray, frame: int, *, speech_dbfs: float, silence_dbf
     n = y.shape[0]
     if n == 0:
         return SampleSummary(0.0, LEVEL_FLOOR_DB, 0.0, 0.0, 1.0)
+    x, frame, speech_power, silence_power = summary_args(y, frame, speech_dbfs, silence_dbfs)
+    total, squares, speech, silence, frames, peak = _kernels.sample_summary(x, x.view(np.uint32), frame, speech_power, silence_power)
+    return summary_of(y, x, (total, squares, speech, silence, frames, peak))
+
+
+def summary_args(y: np.ndarray, frame: int, speech_dbfs: float, silence_dbfs: float) -> tuple[np.ndarray, int, float, float]:
+    """``(float32 samples, frame, speech power, silence power)`` for :func:`pipeline.quality._kernels.sample_summary`."""
     x = y if y.dtype == np.float32 and y.flags.c_contiguous else np.ascontiguousarray(y, dtype=np.float32)
     # levels compared as mean squares: a frame's level is max(10 log10(ms), LEVEL_FLOOR_DB)
     speech_power = 10.0 ** (speech_dbfs / 10.0) if speech_dbfs >= LEVEL_FLOOR_DB else -1.0
     silence_power = 10.0 ** (silence_dbfs / 10.0) if silence_dbfs > LEVEL_FLOOR_DB else -1.0
-    total, squares, speech, silence, frames, peak = _kernels.sample_summary(x, x.view(np.uint32), int(frame), speech_power, silence_power)
+    return x, int(frame), speech_power, silence_power
+
+
+def summary_of(y: np.ndarray, x: np.ndarray, sums: tuple) -> SampleSummary:
+    """:class:`SampleSummary` of ``y`` from the kernel's sums over ``x`` (its float32 samples)."""
+    total, squares, speech, silence, frames, peak = sums
+    n = y.shape[0]
     if x is not y and y.dtype != np.float32:
         peak = peak_abs(y)  # the peak of the samples as given, not of their float32 copy
     return SampleSummary(total / n, power_db(squares / n), peak, speech / frames, silence / frames)
@@ -176,7 +189,8 @@ def _plan_bias(plan: StftPlan) -> float:
     return _floor_bias(plan.n_fft, plan.hop_length, plan.window.tobytes(), plan.sample_rate)
 
 
-def _bias(spectra: Spectra) -> float:
+def bias_of(spectra: Spectra) -> float:
+    """The SNR floor's calibrated bias for this spectrum's STFT (cached per plan)."""
     if spectra.plan is not None:
         return _plan_bias(spectra.plan)
     return _floor_bias(spectra.n_fft, spectra.hop, spectra.window.tobytes(), spectra.sample_rate)
@@ -201,13 +215,23 @@ def snr_db(spectra: Spectra, *, smooth_hz: float = 1000.0) -> float:
     cells = r.cells
     if cells.shape[0] < 4:
         return float("nan")  # too short to tell noise from signal
-    k = int(NOISE_QUANTILE * (cells.shape[0] - 1))
-    width = max(3, int(round(smooth_hz / (spectra.bin_hz * r.block_bins))) | 1)
-    total, floor = _kernels.snr_terms(cells, k, width)
-    total /= cells.shape[0]
+    total, floor = _kernels.snr_terms(cells, int(NOISE_QUANTILE * (cells.shape[0] - 1)), snr_width(spectra.bin_hz, r.block_bins, smooth_hz))
+    return snr_from_terms(total, floor, cells.shape[0], bias_of(spectra))
+
+
+def snr_width(bin_hz: float, block_bins: int, smooth_hz: float = 1000.0) -> int:
+    """Cells the SNR's noise floor is median-filtered over (odd, at least 3)."""
+    return max(3, int(round(smooth_hz / (bin_hz * block_bins))) | 1)
+
+
+def snr_from_terms(total: float, floor: float, n_blocks: int, bias: float) -> float:
+    """:func:`snr_db` from the sums :func:`pipeline.quality._kernels.snr_terms` gives."""
+    if n_blocks < 4:
+        return float("nan")  # too short to tell noise from signal
+    total /= n_blocks
     if total <= 0.0:
         return float("nan")  # digital silence
-    noise = floor / _bias(spectra)
+    noise = floor / bias
     signal = total - noise
     if noise <= 0.0:
         return 100.0

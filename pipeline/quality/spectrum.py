@@ -123,13 +123,18 @@ def pass_constants(sample_rate: int, hop: int, n_bins: int, bin_hz: float) -> tu
     return (stride, block_steps, block_bins, k_gain(sample_rate, n_bins, bin_hz), *band_ranges(n_bins, bin_hz))
 
 
+def skip_steps(n_frames: int, stride: int, edge_frames: int) -> int:
+    """:attr:`Reduced.skip_steps`: steps at each end with frames in a centred STFT's padding
+    (none when that would leave 8 steps or fewer)."""
+    skip = -(-edge_frames // stride)
+    return skip if n_frames // stride > 2 * skip + 8 else 0
+
+
 def reduce_power(power: np.ndarray, sample_rate: int, hop: int, bin_hz: float, edge_frames: int) -> Reduced:
     """:class:`Reduced` of a (n_frames, n_bins) power spectrum."""
     n_frames, n_bins = power.shape
     stride, block_steps, block_bins, weights, lo, hi = pass_constants(sample_rate, hop, n_bins, bin_hz)
-    n_steps = n_frames // stride
-    skip = -(-edge_frames // stride)
-    skip = skip if n_steps > 2 * skip + 8 else 0
+    skip = skip_steps(n_frames, stride, edge_frames)
     power = power if power.flags.c_contiguous else np.ascontiguousarray(power)
     weighted, bands, colsum, cells = _kernels.spectral_pass(power, weights, lo, hi, stride, skip, block_steps, block_bins)
     return Reduced(stride, skip, weighted, bands, colsum, cells, block_bins)
