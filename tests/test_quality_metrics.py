@@ -223,3 +223,13 @@ def test_compiled_median_filter_matches_scipy():
     x = np.random.default_rng(0).random(100).astype(np.float32)
     for width in (3, 7, 13, 151):
         assert np.array_equal(median_nearest(x, width), median_filter(x, size=width, mode="nearest"))
+
+
+def test_compiled_low_quantile_matches_numpy():
+    from pipeline.quality._kernels import low_quantile
+
+    rng = np.random.default_rng(0)
+    for n_blocks, k in ((40, 3), (130, 12), (600, 59)):  # merged row by row; a partition per column from k = 48
+        cells = (rng.random((n_blocks, 37)) ** 3).astype(np.float32)
+        cells[::5, ::3] = cells[1, 0]  # ties
+        assert np.array_equal(low_quantile(cells, k), np.partition(cells, k, axis=0)[k])

@@ -39,7 +39,7 @@ class Thresholds(_Model):
 class QualityConfig(_Model):
     measure: bool = True
     """Measure every example and fingerprint it for duplicates (docs/quality.md: about a
-    quarter of a log-mel featurize per clip, reusing the features' STFT). ``false``: the
+    tenth of a log-mel featurize per clip, reusing the features' STFT). ``false``: the
     metric columns stay NaN and no duplicate is found."""
     vad: Vad = Vad()
     flags: Thresholds = Thresholds()
