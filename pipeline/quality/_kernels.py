@@ -463,13 +463,14 @@ def median_nearest(x: np.ndarray, width: int) -> np.ndarray:  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def spectral_metrics(power, weights, band_lo, band_hi, stride, skip_steps, block_steps, block_bins,
-                     factor, first_centre, hop, n_samples, block, step, absolute_lufs, relative_lu, floor_lufs,
+def spectral_metrics(power, skip_steps, n_samples, weights, band_lo, band_hi, stride, block_steps, block_bins,
+                     factor, first_centre, hop, block, step, absolute_lufs, relative_lu, floor_lufs,
                      quantile, width, floor_ratio, steep_ratio,
                      pool, lag, active_ratio, abs_floor, band_ratio, min_bands, sketch_k, inactive):  # pragma: no cover - compiled
     """Every spectral metric in one call, from the kernels the per-metric functions call:
     ``(loudness LUFS, SNR total, SNR noise floor (unbiased by the caller), blocks, bandwidth
-    bin (-1: none), fingerprint codes, sketch keys, sketch frames)``."""
+    bin (-1: none), fingerprint codes, sketch keys, sketch frames)``. The arguments after
+    ``n_samples`` are fixed per STFT plan and settings."""
     weighted, bands, colsum, cells = spectral_pass(power, weights, band_lo, band_hi, stride, skip_steps, block_steps, block_bins)
     loudness = floor_lufs
     if weighted.shape[0] > 0 and n_samples >= block:

@@ -7,14 +7,15 @@ its augmented copies, which carry their source's values).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from pipeline.features.analysis import Analysis
+from pipeline.features.analysis import Analysis, StftPlan
 from pipeline.quality import _kernels, _xxh3
 from pipeline.quality import fingerprint as fp
 from pipeline.quality import loudness as ld
-from pipeline.quality.config import QualityConfig
+from pipeline.quality.config import QualityConfig, Vad
 from pipeline.quality.metrics import (
     LEAKAGE_DB_PER_BIN,
     NOISE_QUANTILE,
@@ -72,22 +73,21 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
     elif analysis.plan.sample_rate != sample_rate or analysis.y.shape[0] != y.shape[0]:
         raise ValueError(f"the analysis is of {analysis.y.shape[0]} samples at {analysis.plan.sample_rate} Hz, "
                          f"not of this clip ({y.shape[0]} at {sample_rate})")
-    vad = cfg.vad
     # the samples first, levels and hash in one call (two loops back to back, the second from
     # cache), then the spectrum (which takes the features' STFT now if no feature has yet:
     # its framing reads the samples again)
-    frame = vad_frame(sample_rate, vad.frame_seconds)
     if y.shape[0]:
-        x, frame, speech_power, silence_power = summary_args(y, frame, vad.speech_dbfs, vad.silence_dbfs)
+        x = y if y.dtype == np.float32 and y.flags.c_contiguous else np.ascontiguousarray(y, dtype=np.float32)
         hashed = 4 * x.shape[0] >= _xxh3.MIN_BYTES
-        sums, high, low = _kernels.sample_metrics(x, x.view(np.uint32), frame, speech_power, silence_power, hashed)
+        sums, high, low = _kernels.sample_metrics(x, x.view(np.uint32), *_vad_args(sample_rate, cfg.vad), hashed)
         levels = summary_of(y, x, sums)
         digest = fp.xxh3_hex(int(high), int(low)) if hashed else fp.pcm_hash(x)
     else:
-        levels = sample_summary(y, frame, speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
+        vad = cfg.vad
+        levels = sample_summary(y, vad_frame(sample_rate, vad.frame_seconds), speech_dbfs=vad.speech_dbfs, silence_dbfs=vad.silence_dbfs)
         digest = fp.pcm_hash(y)
-    spectra = Spectra.from_analysis(analysis)
-    loudness, snr, bandwidth, codes, keys, frame_seconds = _spectral(spectra, cfg)
+    loudness, snr, bandwidth, codes, keys, frame_seconds = _spectral(analysis.spectrum(2.0), analysis.plan, y.shape[0],
+                                                                     cfg.bandwidth_floor_db)
     # clipping and peak on the audio as decoded: the same samples (one read) unless resampled
     peak = levels.peak if y_decoded is y else peak_abs(y_decoded)
     metrics = {
@@ -104,27 +104,42 @@ def measure(y_decoded: np.ndarray, y: np.ndarray, sample_rate: int, cfg: Quality
     return Measured(metrics, digest, codes, keys, frame_seconds)
 
 
-def _spectral(spectra: Spectra, cfg: QualityConfig) -> tuple[float, float, float, np.ndarray, tuple[np.ndarray, np.ndarray], float]:
-    """``(loudness_lufs, snr_db, bandwidth_hz, codes, sketch keys, frame_seconds)`` in one
-    compiled call: the values :func:`~pipeline.quality.loudness.spectral_loudness`,
+@lru_cache(maxsize=32)
+def _vad_args(sample_rate: int, vad: Vad) -> tuple[int, float, float]:
+    """``(frame, speech power, silence power)`` of the VAD settings (fixed per run)."""
+    return summary_args(np.zeros(0, np.float32), vad_frame(sample_rate, vad.frame_seconds), vad.speech_dbfs, vad.silence_dbfs)[1:]
+
+
+def _spectral(power: np.ndarray, plan: StftPlan, n_samples: int, floor_db: float
+              ) -> tuple[float, float, float, np.ndarray, tuple[np.ndarray, np.ndarray], float]:
+    """``(loudness_lufs, snr_db, bandwidth_hz, codes, sketch keys, frame_seconds)`` of a
+    clip's power spectrum (``Analysis.spectrum(2.0)`` through ``plan``) in one compiled
+    call: the values :func:`~pipeline.quality.loudness.spectral_loudness`,
     :func:`~pipeline.quality.metrics.snr_db`, :func:`~pipeline.quality.metrics.bandwidth_hz`,
     :func:`~pipeline.quality.fingerprint.fingerprint` and :func:`~pipeline.quality.fingerprint.sketch`
     give one by one (tests/test_quality_metrics.py), from the same kernels."""
-    power = spectra.power if spectra.power.flags.c_contiguous else np.ascontiguousarray(spectra.power)
-    n_frames, n_bins = power.shape
-    sr, bin_hz = spectra.sample_rate, spectra.bin_hz
-    stride, block_steps, block_bins, weights, lo, hi = pass_constants(sr, spectra.hop, n_bins, bin_hz)
-    skip = skip_steps(n_frames, stride, spectra.edge_frames)
+    power = power if power.flags.c_contiguous else np.ascontiguousarray(power)
+    fixed, edge_frames, stride, bias, freqs, frame_seconds = _spectral_constants(plan, power.shape[1], floor_db)
     loudness, total, floor, n_blocks, band, codes, keys, frames = _kernels.spectral_metrics(
-        power, weights, lo, hi, stride, skip, block_steps, block_bins,
-        spectra.scale / stride, float(spectra.first_centre), spectra.hop, spectra.n_samples, int(round(ld.BLOCK_SECONDS * sr)),
-        int(round(ld.STEP_SECONDS * sr)), ld.ABSOLUTE_GATE_LUFS, ld.RELATIVE_GATE_LU, ld.LOUDNESS_FLOOR_LUFS,
-        NOISE_QUANTILE, snr_width(bin_hz, block_bins), 10.0 ** (-cfg.bandwidth_floor_db / 10.0), 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0),
-        fp.POOL_STEPS, fp.LAG_FRAMES, 10.0 ** (-fp.ACTIVE_RANGE_DB / 10.0), fp.abs_floor(stride, spectra.scale),
-        10.0 ** (-fp.BAND_RANGE_DB / 10.0), fp.MIN_BANDS, fp.SKETCH_KEYS, fp.INACTIVE)
-    snr = snr_from_terms(total, floor, n_blocks, bias_of(spectra))
-    bandwidth = float(spectra.freqs_hz[band]) if band >= 0 else float("nan")
-    return float(loudness), snr, bandwidth, codes, (keys, frames), stride * spectra.hop / sr
+        power, skip_steps(power.shape[0], stride, edge_frames), n_samples, *fixed)
+    bandwidth = float(freqs[band]) if band >= 0 else float("nan")
+    return float(loudness), snr_from_terms(total, floor, n_blocks, bias), bandwidth, codes, (keys, frames), frame_seconds
+
+
+@lru_cache(maxsize=32)
+def _spectral_constants(plan: StftPlan, n_bins: int, floor_db: float) -> tuple:
+    """What :func:`_spectral` passes that is fixed per STFT plan and ``bandwidth_floor_db``
+    (plans are per process: cached by identity)."""
+    spectra = Spectra.of_plan(np.zeros((0, n_bins), np.float32), plan, 0)
+    sr, bin_hz, hop = spectra.sample_rate, spectra.bin_hz, spectra.hop
+    stride, block_steps, block_bins, weights, lo, hi = pass_constants(sr, hop, n_bins, bin_hz)
+    fixed = (weights, lo, hi, stride, block_steps, block_bins,
+             spectra.scale / stride, float(spectra.first_centre), hop, int(round(ld.BLOCK_SECONDS * sr)), int(round(ld.STEP_SECONDS * sr)),
+             ld.ABSOLUTE_GATE_LUFS, ld.RELATIVE_GATE_LU, ld.LOUDNESS_FLOOR_LUFS,
+             NOISE_QUANTILE, snr_width(bin_hz, block_bins), 10.0 ** (-floor_db / 10.0), 10.0 ** (LEAKAGE_DB_PER_BIN / 10.0),
+             fp.POOL_STEPS, fp.LAG_FRAMES, 10.0 ** (-fp.ACTIVE_RANGE_DB / 10.0), fp.abs_floor(stride, spectra.scale),
+             10.0 ** (-fp.BAND_RANGE_DB / 10.0), fp.MIN_BANDS, fp.SKETCH_KEYS, fp.INACTIVE)
+    return fixed, spectra.edge_frames, stride, bias_of(spectra), spectra.freqs_hz, stride * hop / sr
 
 
 def rule_values(metrics: dict[str, float], **others: float) -> dict[str, float]:

@@ -81,11 +81,14 @@ class Spectra:
     @classmethod
     def from_analysis(cls, ana: Analysis) -> Spectra:
         """The spectrum of an :class:`Analysis` (computes its STFT when no feature has yet)."""
-        plan = ana.plan
+        return cls.of_plan(ana.spectrum(2.0), ana.plan, ana.y.shape[0])
+
+    @classmethod
+    def of_plan(cls, power: np.ndarray, plan: StftPlan, n_samples: int) -> Spectra:
+        """``power`` (n_frames, n_bins) of a clip of ``n_samples`` through ``plan``'s STFT."""
         scale, first_centre, edge_frames = _plan_constants(plan)
-        return cls(ana.spectrum(2.0), scale, plan.freqs, plan.hop_length, plan.n_fft, plan.window,
-                   first_centre=first_centre, edge_frames=edge_frames, n_samples=ana.y.shape[0], sample_rate=plan.sample_rate,
-                   plan=plan)
+        return cls(power, scale, plan.freqs, plan.hop_length, plan.n_fft, plan.window,
+                   first_centre=first_centre, edge_frames=edge_frames, n_samples=n_samples, sample_rate=plan.sample_rate, plan=plan)
 
     @property
     def bin_hz(self) -> float:
