@@ -43,19 +43,18 @@ def best_agreement(a: np.ndarray, b: np.ndarray, offsets: np.ndarray, max_offset
 
 
 @numba.njit(cache=True, nogil=True)
-def candidate_pairs(starts: np.ndarray, sizes: np.ndarray, member: np.ndarray, frame: np.ndarray, slack: int):  # pragma: no cover - compiled
-    """Pairs of clips that share a sketch key, with the alignments to try.
+def candidate_pairs(starts: np.ndarray, sizes: np.ndarray, member: np.ndarray, frame: np.ndarray):  # pragma: no cover - compiled
+    """Pairs of clips that share a sketch key, with the alignment each shared key implies.
 
-    ``starts``/``sizes``: the groups of equal keys (in arrays sorted by key); ``member``
-    (int64) names the clip of each key, ``frame`` the frame it was taken at. Returns
-    ``(a, b, offset)`` int64 arrays with ``a < b``, one row per pair, key and offset within
-    ``slack`` frames of the one the key implies (duplicates included; the caller makes them unique).
+    ``starts``/``sizes``: groups of equal keys (in arrays sorted by key); ``member`` (int64)
+    names the clip of each key, ``frame`` the frame it was taken at. Returns ``(a, b, offset)``
+    int64 arrays with ``a < b``: frame ``i`` of ``a`` matches frame ``i + offset`` of ``b``
+    (a pair sharing several keys appears once per key; the caller makes rows unique).
     """
     total = 0
     for g in range(starts.shape[0]):
         n = sizes[g]
         total += n * (n - 1) // 2
-    total *= 2 * slack + 1
     pa = np.empty(total, np.int64)
     pb = np.empty(total, np.int64)
     po = np.empty(total, np.int64)
@@ -74,31 +73,42 @@ def candidate_pairs(starts: np.ndarray, sizes: np.ndarray, member: np.ndarray, f
                 if b < a:
                     a, b = b, a
                     fa, fb = fb, fa
-                for d in range(-slack, slack + 1):
-                    pa[k] = a
-                    pb[k] = b
-                    po[k] = fb - fa + d
-                    k += 1
+                pa[k] = a
+                pb[k] = b
+                po[k] = fb - fa
+                k += 1
     return pa[:k], pb[:k], po[:k]
 
 
 @numba.njit(cache=True, nogil=True)
 def pair_agreements(codes: np.ndarray, code_start: np.ndarray, code_len: np.ndarray, active: np.ndarray, ia: np.ndarray,
-                    ib: np.ndarray, off_start: np.ndarray, offsets: np.ndarray, max_offset: int, min_overlap: float, min_active: int,
-                    inactive: int, bits: int) -> np.ndarray:  # pragma: no cover - compiled
+                    ib: np.ndarray, off_start: np.ndarray, offsets: np.ndarray, slack: int, max_offset: int, min_overlap: float,
+                    min_active: int, inactive: int, bits: int) -> np.ndarray:  # pragma: no cover - compiled
     """:func:`best_agreement` of many pairs: pair ``p`` compares clips ``ia[p]`` and ``ib[p]``
     (their codes at ``codes[code_start[c] : code_start[c] + code_len[c]]``, ``active[c]``
-    active frames) at ``offsets[off_start[p] : off_start[p + 1]]``; the overlap needed is
-    ``max(min_active, ceil(min_overlap * max(active)))``, and a clip with fewer than
-    ``min_active`` active frames matches nothing (0.0)."""
+    active frames) at every offset within ``slack`` of one of its sorted ``offsets[off_start[p]
+    : off_start[p + 1]]``, each once; the overlap needed is ``max(min_active, ceil(min_overlap *
+    max(active)))``, and a clip with fewer than ``min_active`` active frames matches nothing (0.0)."""
     out = np.zeros(ia.shape[0], np.float64)
+    tries = np.empty(0, np.int64)
     for p in range(ia.shape[0]):
         a, b = ia[p], ib[p]
         na, nb = active[a], active[b]
         if min(na, nb) < min_active:
             continue
         need = max(min_active, int(np.ceil(min_overlap * max(na, nb))))
+        lo, hi = off_start[p], off_start[p + 1]
+        if tries.shape[0] < (hi - lo) * (2 * slack + 1):
+            tries = np.empty((hi - lo) * (2 * slack + 1), np.int64)
+        n = 0
+        nxt = offsets[lo] - slack
+        for q in range(lo, hi):  # the union of [o - slack, o + slack], in order
+            first = max(offsets[q] - slack, nxt)
+            for off in range(first, offsets[q] + slack + 1):
+                tries[n] = off
+                n += 1
+            nxt = max(nxt, offsets[q] + slack + 1)
         ca = codes[code_start[a] : code_start[a] + code_len[a]]
         cb = codes[code_start[b] : code_start[b] + code_len[b]]
-        out[p] = best_agreement(ca, cb, offsets[off_start[p] : off_start[p + 1]], max_offset, need, inactive, bits)
+        out[p] = best_agreement(ca, cb, tries[:n], max_offset, need, inactive, bits)
     return out

@@ -29,6 +29,8 @@ QUALITY_DIR = "_quality"
 MAX_BUCKET = 64
 #: frames either side of the offset a shared key implies that verification tries
 ALIGN_SLACK = 2
+#: candidate rows (pair, offset; one per shared key) made unique at a time: bounds a reducer's memory
+CANDIDATE_BATCH_ROWS = 2_000_000
 
 
 def fingerprint_path(partition_id: str) -> str:
@@ -142,18 +144,24 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
     keys, member, frame = keys[order], member[order], frame[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     sizes = np.diff(np.r_[starts, keys.size])
-    # only keys shared by 2..MAX_BUCKET clips make candidates
-    common = (sizes >= 2) & (sizes <= MAX_BUCKET)
-    pa, pb, po = candidate_pairs(starts[common], sizes[common], member, frame, ALIGN_SLACK)
+    # only keys shared by 2..MAX_BUCKET clips make candidates; a pair sharing many keys comes
+    # once per key, so the rows are made unique batch by batch (memory stays bounded)
+    common = np.flatnonzero((sizes >= 2) & (sizes <= MAX_BUCKET))
+    g_starts, g_sizes = starts[common], sizes[common]
+    rows_per_group = np.cumsum(g_sizes * (g_sizes - 1) // 2)
+    parts: list[np.ndarray] = []
+    at = 0
+    while at < g_starts.size:
+        done_rows = rows_per_group[at - 1] if at else 0
+        end = max(at + 1, int(np.searchsorted(rows_per_group, done_rows + CANDIDATE_BATCH_ROWS, side="right")))
+        parts.append(_unique_rows(*candidate_pairs(g_starts[at:end], g_sizes[at:end], member, frame)))
+        at = end
     del keys, member, frame
-    if pa.size == 0:
+    if not parts:
         return edges
     # unique (a, b, offset) rows in (a, b, offset) order; the pairs linked exactly are done
-    order = np.lexsort((po, pb, pa))
-    pa, pb, po = pa[order], pb[order], po[order]
-    keep = np.r_[True, (pa[1:] != pa[:-1]) | (pb[1:] != pb[:-1]) | (po[1:] != po[:-1])]
-    cand = np.stack([pa[keep], pb[keep], po[keep]], axis=1)
-    del pa, pb, po, order, keep
+    cand = _unique_rows(*np.concatenate(parts).T) if len(parts) > 1 else parts[0]
+    del parts
     if linked:
         done = np.array([[(a[0] << 32) | a[1], (b[0] << 32) | b[1]] for a, b in linked], dtype=np.int64)
         cand = cand[~_rows_in(cand[:, :2], done)]
@@ -170,12 +178,20 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
     active = np.array([int(np.count_nonzero(f != INACTIVE)) for f in flat], dtype=np.int64)
     max_offset = int(round(cfg.max_offset_seconds / frame_seconds)) if frame_seconds else 0
     sims = pair_agreements(flat_codes, code_start, code_len, active, inverse[pair_start, 0], inverse[pair_start, 1],
-                           np.r_[pair_start, cand.shape[0]].astype(np.int64), np.ascontiguousarray(cand[:, 2]), max_offset,
-                           float(cfg.min_overlap), MIN_ACTIVE_FRAMES, INACTIVE, BITS)
+                           np.r_[pair_start, cand.shape[0]].astype(np.int64), np.ascontiguousarray(cand[:, 2]), ALIGN_SLACK,
+                           max_offset, float(cfg.min_overlap), MIN_ACTIVE_FRAMES, INACTIVE, BITS)
     for p in np.flatnonzero(sims >= cfg.similarity):
         a, b = int(cand[pair_start[p], 0]), int(cand[pair_start[p], 1])
         edges.append(Edge(name(a >> 32, a & 0xFFFFFFFF), name(b >> 32, b & 0xFFFFFFFF), round(float(sims[p]), 4)))
     return edges
+
+
+def _unique_rows(pa: np.ndarray, pb: np.ndarray, po: np.ndarray) -> np.ndarray:
+    """The distinct ``(a, b, offset)`` rows (n, 3) int64, sorted."""
+    order = np.lexsort((po, pb, pa))
+    pa, pb, po = pa[order], pb[order], po[order]
+    keep = np.r_[True, (pa[1:] != pa[:-1]) | (pb[1:] != pb[:-1]) | (po[1:] != po[:-1])]
+    return np.stack([pa[keep], pb[keep], po[keep]], axis=1)
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
