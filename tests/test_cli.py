@@ -41,6 +41,21 @@ def test_validate_reports_all_problems_with_key_paths(tiny_corpus, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_every_command_prints_its_help():
+    """--help is the first thing a new user types (typer < 0.16 with click >= 8.2 fails it)."""
+    from typer.main import get_command
+
+    from audioprep.cli import app
+
+    names = sorted(get_command(app).commands)
+    assert {"run", "validate", "report", "inspect", "export", "verify", "serve"} <= set(names)
+    r = cli("--help")
+    assert r.returncode == 0 and "Usage" in r.stdout, r.stderr
+    for name in names:
+        r = cli(name, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, (name, r.stderr[-2000:])
+
+
 @pytest.mark.slow
 def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     p = write_catalog(tmp_path / "c.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 40}, "summaries": ["mean", "std"]}))
