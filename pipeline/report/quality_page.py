@@ -17,7 +17,6 @@ from pipeline.report.figures import (
     _view,
     colour_limits,
     display_values,
-    draw_spectrogram,
     new_figure,
     save_figure,
 )
@@ -118,18 +117,20 @@ def _worst(ds, out: pathlib.Path) -> Section:
         fig = new_figure(2.6 * n_cols, 2.0 * n_rows + 0.4)
         axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
         for ax, p, img in zip(axes, picks, images):
-            draw_spectrogram(ax, img, view, sample_rate=sr, hop_length=hop, vmin=vmin, vmax=vmax)
-            ax.set_title(f"{t[col][p]:.3g} · {t['split'][p]}\n{pathlib.PurePosixPath(str(t['path'][p])).name}"[:60], fontsize=7)
-            ax.set_xlabel("")
-            ax.set_ylabel("")
-            ax.tick_params(labelsize=6)
+            # a thumbnail: the image alone (no axes to lay out: 20 of them per metric), its
+            # length in the title; frequency rises upwards as in the other figures
+            ax.imshow(img.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_axis_off()
+            seconds = img.shape[0] * hop / sr
+            ax.set_title(f"{t[col][p]:.3g} · {t['split'][p]} · {seconds:.1f} s\n{pathlib.PurePosixPath(str(t['path'][p])).name}"[:70], fontsize=7)
         for ax in axes[len(picks):]:
             ax.set_axis_off()
         fig.suptitle(f"{'lowest' if end == 'low' else 'highest'} {label}", fontsize=10)
         caption = f"{len(picks)} examples with the {'lowest' if end == 'low' else 'highest'} {col}: value, split and file above each {view.name}."
         sec.figures.append(save_figure(fig, out, f"worst_{col}.png", f"worst by {col}", caption))
         drawn += 1
-    sec.note = f"Thumbnails of {view.name} as stored, one colour scale per metric." if drawn else "No example has quality metrics."
+    sec.note = (f"Thumbnails of {view.name} as stored (time to the right, frequency upwards; length in the title), one colour scale "
+                "per metric." if drawn else "No example has quality metrics.")
     return sec
 
 
