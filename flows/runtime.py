@@ -59,10 +59,14 @@ def local_runtime(scheduler: str | None = None, catalog: str | None = None, stor
 
     external, cluster = run_cluster(scheduler, catalog, store)
     host = "127.0.0.1" if configured_api_url() else api_host(external, cluster)
-    with prefect_api(host) as url:
+    with prefect_api(host, while_booting=_import_flows) as url:
         if external:
             check_workers_reach(external, url)
         yield {"api_url": url, "scheduler": scheduler}
+
+
+def _import_flows() -> None:
+    from flows import prepare  # noqa: F401 - the flow's imports, on the other core while the API boots
 
 
 def api_answers(url: str) -> str | None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 BOOT_TIMEOUT_SECONDS = 90.0
 BOOT_ATTEMPTS = 3
@@ -60,12 +60,13 @@ def configured_api_url() -> str | None:
 
 
 @contextlib.contextmanager
-def prefect_api(host: str = "127.0.0.1") -> Iterator[str]:
+def prefect_api(host: str = "127.0.0.1", while_booting: Callable[[], None] | None = None) -> Iterator[str]:
     """Yield the API URL this run reports to.
 
     With ``PREFECT_API_URL`` configured (a server of the user's, or Prefect Cloud), that URL,
     and nothing is started. Otherwise ``prefect server start`` on a free port of ``host``,
     stopped when the block ends; inside the block Prefect's settings point at it.
+    ``while_booting()`` runs while the server boots (e.g. the flow's imports).
     """
     url = configured_api_url()
     if url:
@@ -73,7 +74,7 @@ def prefect_api(host: str = "127.0.0.1") -> Iterator[str]:
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = start_local_api(host)
+    server = start_local_api(host, while_booting=while_booting)
     url = server.url
     try:
         with temporary_settings({PREFECT_API_URL: url}):
@@ -85,14 +86,21 @@ def prefect_api(host: str = "127.0.0.1") -> Iterator[str]:
         server.stop()
 
 
-def start_local_api(host: str = "127.0.0.1", attempts: int = BOOT_ATTEMPTS) -> LocalApiServer:
+def start_local_api(host: str = "127.0.0.1", attempts: int = BOOT_ATTEMPTS, while_booting: Callable[[], None] | None = None) -> LocalApiServer:
     """A :class:`LocalApiServer` that answers. A server that exits while it boots is started
     again on a new port: two runs starting at once on a new ``PREFECT_HOME`` both migrate its
-    database, and the loser exits (``duplicate column``); the next try finds it migrated."""
+    database, and the loser exits (``duplicate column``); the next try finds it migrated.
+    ``while_booting()`` runs once, after the first start."""
     for attempt in range(1, attempts + 1):
         server = LocalApiServer(host=host)
         server.start()
         try:
+            if while_booting is not None and attempt == 1:
+                try:
+                    while_booting()
+                except BaseException:
+                    server.stop()
+                    raise
             server.wait_ready()
             return server
         except RuntimeError:
