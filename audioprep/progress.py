@@ -64,7 +64,7 @@ def run_with_progress(
 
     hooks.install(plan=on_plan, ready=on_ready, partition=on_partition)
     try:
-        with local_runtime(scheduler, catalog, store) as rt:
+        with local_runtime(scheduler, catalog, store, workers=workers, dashboard_address=dashboard_address) as rt:
             from flows.prepare import prepare
 
             quiet()  # again: importing Prefect configured its loggers

@@ -192,15 +192,17 @@ DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 def local_cluster_kwargs(
-    workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None, memory_limit: str | None = None
+    workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None, memory_limit: str | None = None,
+    api_url: str | None = None,
 ) -> dict[str, Any]:
-    """An embedded LocalCluster of worker processes that report to this run's Prefect API,
-    warm up while they start (``pipeline.run.warmup`` preload), and serve their dashboard on
-    ``dashboard_address`` (default :data:`DASHBOARD_ADDRESS`)."""
+    """An embedded LocalCluster of worker processes that report to this run's Prefect API
+    (``api_url``, default the one Prefect's settings name), warm up while they start
+    (``pipeline.run.warmup`` preload), and serve their dashboard on ``dashboard_address``
+    (default :data:`DASHBOARD_ADDRESS`)."""
     from prefect.settings import get_current_settings
 
     env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_")}
-    url = get_current_settings().api.url
+    url = api_url or get_current_settings().api.url
     if url:  # never one server per worker: every worker reports to this run's API
         env["PREFECT_API_URL"] = str(url)
     return {
@@ -234,6 +236,18 @@ def task_runner(
         return slurm_runner(cluster, dashboard_address)
     kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address, memory_limit)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+
+
+def start_embedded_cluster(api_url: str, workers: int | None, threads_per_worker: int = 1, dashboard_address: str | None = None,
+                           memory_limit: str | None = None):
+    """The embedded LocalCluster of :func:`local_cluster_kwargs`, started now: ``audioprep run``
+    starts it while its API boots and hands its address to :func:`prepare`."""
+    import dask
+    from distributed import LocalCluster
+
+    kwargs = local_cluster_kwargs(workers, threads_per_worker, dashboard_address, memory_limit, api_url=api_url)
+    with dask.config.set(embedded_cluster_config()):
+        return LocalCluster(**kwargs)
 
 
 def _runner_client():

@@ -47,26 +47,52 @@ def api_host(scheduler: str | None, cluster: Any = None) -> str:
 
 
 @contextlib.contextmanager
-def local_runtime(scheduler: str | None = None, catalog: str | None = None, store: str | None = None) -> Iterator[dict[str, Any]]:
+def local_runtime(
+    scheduler: str | None = None, catalog: str | None = None, store: str | None = None, *, workers: int | None = None,
+    dashboard_address: str | None = None,
+) -> Iterator[dict[str, Any]]:
     """Yield ``{"api_url", "scheduler"}`` for :func:`flows.prepare.prepare`.
 
     The API is the one ``PREFECT_API_URL`` names, else ``prefect server start`` for the
     duration of the block (:func:`flows.server.prefect_api`) on :func:`api_host`. With an
     external scheduler, every worker it has must answer from that API's ``/health`` before
     anything runs (:func:`check_workers_reach`).
+
+    While that API boots, the flow's modules are imported and, for the catalog's embedded
+    cluster, its LocalCluster starts (``workers``, the catalog's ``execution`` settings,
+    ``dashboard_address``): the yielded ``scheduler`` is then its address, and it closes with
+    the block.
     """
     from flows.server import configured_api_url
 
     external, cluster = run_cluster(scheduler, catalog, store)
     host = "127.0.0.1" if configured_api_url() else api_host(external, cluster)
-    with prefect_api(host, while_booting=_import_flows) as url:
-        if external:
-            check_workers_reach(external, url)
-        yield {"api_url": url, "scheduler": scheduler}
+    started: dict[str, Any] = {}
 
+    def while_booting(url: str) -> None:
+        from flows import prepare  # the flow's imports, on the other core while the API boots
 
-def _import_flows() -> None:
-    from flows import prepare  # noqa: F401 - the flow's imports, on the other core while the API boots
+        if catalog is None or external or getattr(cluster, "kind", "local") != "local":
+            return
+        from pipeline.config.catalog import load_catalog
+
+        ex = load_catalog(catalog, store=store).catalog.execution
+        started["url"] = url
+        started["cluster"] = prepare.start_embedded_cluster(url, workers or ex.workers, ex.threads_per_worker, dashboard_address,
+                                                            ex.worker_memory_limit)
+
+    try:
+        with prefect_api(host, while_booting=while_booting) as url:
+            if external:
+                check_workers_reach(external, url)
+            embedded = started.get("cluster")
+            if embedded is not None and started["url"] != url:  # a retried boot moved the API: the runner starts one
+                started.pop("cluster").close()
+                embedded = None
+            yield {"api_url": url, "scheduler": embedded.scheduler_address if embedded is not None else scheduler}
+    finally:
+        if started.get("cluster") is not None:
+            started["cluster"].close()
 
 
 def api_answers(url: str) -> str | None:

@@ -60,13 +60,13 @@ def configured_api_url() -> str | None:
 
 
 @contextlib.contextmanager
-def prefect_api(host: str = "127.0.0.1", while_booting: Callable[[], None] | None = None) -> Iterator[str]:
+def prefect_api(host: str = "127.0.0.1", while_booting: Callable[[str], None] | None = None) -> Iterator[str]:
     """Yield the API URL this run reports to.
 
     With ``PREFECT_API_URL`` configured (a server of the user's, or Prefect Cloud), that URL,
     and nothing is started. Otherwise ``prefect server start`` on a free port of ``host``,
     stopped when the block ends; inside the block Prefect's settings point at it.
-    ``while_booting()`` runs while the server boots (e.g. the flow's imports).
+    ``while_booting(url)`` runs while the server boots (its URL known, not answering yet).
     """
     url = configured_api_url()
     if url:
@@ -86,18 +86,19 @@ def prefect_api(host: str = "127.0.0.1", while_booting: Callable[[], None] | Non
         server.stop()
 
 
-def start_local_api(host: str = "127.0.0.1", attempts: int = BOOT_ATTEMPTS, while_booting: Callable[[], None] | None = None) -> LocalApiServer:
+def start_local_api(host: str = "127.0.0.1", attempts: int = BOOT_ATTEMPTS, while_booting: Callable[[str], None] | None = None) -> LocalApiServer:
     """A :class:`LocalApiServer` that answers. A server that exits while it boots is started
     again on a new port: two runs starting at once on a new ``PREFECT_HOME`` both migrate its
     database, and the loser exits (``duplicate column``); the next try finds it migrated.
-    ``while_booting()`` runs once, after the first start."""
+    ``while_booting(url)`` runs once, after the first start (a retry moves the URL: the
+    caller compares)."""
     for attempt in range(1, attempts + 1):
         server = LocalApiServer(host=host)
         server.start()
         try:
             if while_booting is not None and attempt == 1:
                 try:
-                    while_booting()
+                    while_booting(server.url)
                 except BaseException:
                     server.stop()
                     raise
