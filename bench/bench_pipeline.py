@@ -26,8 +26,7 @@ imports and start-up are counted, and memory is its own):
 * ``pipeline_w2``: ``audioprep run catalog.yaml --workers 2 --no-report`` as a subprocess, the
   catalog without an ``execution`` block (default partitioning: 1800 s of audio per
   partition). Cold, as a user's first run of the day: the command starts its Prefect API
-  (``prefect server start``) and prefect-dask starts the embedded LocalCluster at the first
-  submit. The Prefect database of the bench's PREFECT_HOME exists already (created once
+  (``prefect server start``) and, while it boots, its embedded LocalCluster. The Prefect database of the bench's PREFECT_HOME exists already (created once
   before the measured runs, as after a user's first run).
 * ``pipeline_w2_report``: the same command without ``--no-report`` (a user's default:
   report figures are written beside the store).
