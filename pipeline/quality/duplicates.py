@@ -103,7 +103,8 @@ def reduce_bucket(loc: StoreLocation, partition_ids: list[str], bucket: int, n_b
 
     Exact PCM matches are edges of similarity 1.0 (every member linked to the first);
     near matches are pairs sharing a sketch key, verified with
-    :func:`pipeline.quality.fingerprint.similarity` against ``cfg.similarity`` at the offsets
+    :func:`pipeline.quality.fingerprint.similarity` (compiled for many pairs at once:
+    :func:`pipeline.quality.align.pair_agreements`) against ``cfg.similarity`` at the offsets
     their shared keys imply. Each partition file is read twice at most: once for its keys,
     once for the fingerprints of the rows that have a candidate.
     """

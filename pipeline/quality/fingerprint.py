@@ -124,14 +124,6 @@ def sketch(codes: np.ndarray, k: int = SKETCH_KEYS) -> tuple[np.ndarray, np.ndar
     return _kernels.sketch_keys(np.ascontiguousarray(codes, dtype=np.int32), k, INACTIVE)
 
 
-def popcount16(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint32)
-    x = x - ((x >> 1) & 0x5555)
-    x = (x & 0x3333) + ((x >> 2) & 0x3333)
-    x = (x + (x >> 4)) & 0x0F0F
-    return (x + (x >> 8)) & 0x1F
-
-
 def similarity(a: np.ndarray, b: np.ndarray, *, max_offset: int, min_overlap: float, offsets: range | None = None) -> float:
     """Best share of agreeing bits between two fingerprints over shifts up to ``max_offset`` frames
     (or over ``offsets``: frame ``i`` of ``a`` against frame ``i + off`` of ``b``),
