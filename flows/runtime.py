@@ -22,16 +22,19 @@ CONNECT_TIMEOUT_SECONDS = 30.0
 FIRST_WORKER_SECONDS = 10.0
 
 
-def run_cluster(scheduler: str | None, catalog: str | None = None, store: str | None = None) -> tuple[str | None, Any]:
-    """``(external scheduler address or None, execution.cluster spec or None)`` of a run:
-    ``--scheduler`` wins over the catalog's ``execution.scheduler`` / ``execution.cluster``."""
-    if scheduler or not catalog:
-        return scheduler, None
+def run_cluster(scheduler: str | None, catalog: str | None = None, store: str | None = None) -> tuple[str | None, Any, Any]:
+    """``(external scheduler address or None, execution.cluster spec or None, the catalog's
+    execution settings or None)`` of a run: ``--scheduler`` wins over the catalog's
+    ``execution.scheduler`` / ``execution.cluster``."""
+    if not catalog:
+        return scheduler, None, None
     from pipeline.config.catalog import load_catalog
 
     ex = load_catalog(catalog, store=store).catalog.execution
+    if scheduler:
+        return scheduler, None, ex
     address = ex.scheduler_address()
-    return address, None if address else ex.cluster
+    return address, None if address else ex.cluster, ex
 
 
 def api_host(scheduler: str | None, cluster: Any = None) -> str:
@@ -65,18 +68,15 @@ def local_runtime(
     """
     from flows.server import configured_api_url
 
-    external, cluster = run_cluster(scheduler, catalog, store)
+    external, cluster, ex = run_cluster(scheduler, catalog, store)
     host = "127.0.0.1" if configured_api_url() else api_host(external, cluster)
     started: dict[str, Any] = {}
 
     def while_booting(url: str) -> None:
         from flows import prepare  # the flow's imports, on the other core while the API boots
 
-        if catalog is None or external or getattr(cluster, "kind", "local") != "local":
+        if ex is None or external or getattr(cluster, "kind", "local") != "local":
             return
-        from pipeline.config.catalog import load_catalog
-
-        ex = load_catalog(catalog, store=store).catalog.execution
         started["url"] = url
         started["cluster"] = prepare.start_embedded_cluster(url, workers or ex.workers, ex.threads_per_worker, dashboard_address,
                                                             ex.worker_memory_limit)
