@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.quality import _kernels, _xxh3
-from pipeline.quality.align import best_agreement
+from pipeline.quality.align import pair_agreements
 from pipeline.quality.spectrum import Spectra
 
 N_BANDS = 17
@@ -129,11 +129,13 @@ def similarity(a: np.ndarray, b: np.ndarray, *, max_offset: int, min_overlap: fl
     (or over ``offsets``: frame ``i`` of ``a`` against frame ``i + off`` of ``b``),
     counting frames active in both; 0.0 when no shift overlaps ``min_overlap`` of the longer
     clip's active frames, or :data:`MIN_ACTIVE_FRAMES` frames."""
-    na, nb = int(np.count_nonzero(a != INACTIVE)), int(np.count_nonzero(b != INACTIVE))
-    # both clips mostly covered: a copy, not an excerpt of a longer recording
-    need = max(MIN_ACTIVE_FRAMES, int(np.ceil(min_overlap * max(na, nb))))
-    if min(na, nb) < MIN_ACTIVE_FRAMES:
+    offs = np.arange(-max_offset, max_offset + 1) if offsets is None else np.unique(np.asarray(list(offsets), dtype=np.int64))
+    if offs.size == 0:
         return 0.0
-    offs = np.arange(-max_offset, max_offset + 1) if offsets is None else np.asarray(list(offsets), dtype=np.int64)
-    return float(best_agreement(np.ascontiguousarray(a, dtype=np.int32), np.ascontiguousarray(b, dtype=np.int32),
-                                offs.astype(np.int64, copy=False), int(max_offset), int(need), INACTIVE, BITS))
+    # one pair of the duplicate reduction's compiled comparison (the same overlap rule)
+    codes = np.concatenate([np.asarray(a, dtype=np.int32), np.asarray(b, dtype=np.int32)])
+    active = np.array([np.count_nonzero(a != INACTIVE), np.count_nonzero(b != INACTIVE)], dtype=np.int64)
+    one = np.zeros(1, np.int64)
+    return float(pair_agreements(codes, np.array([0, a.size], np.int64), np.array([a.size, b.size], np.int64), active, one, one + 1,
+                                 np.array([0, offs.size], np.int64), offs, 0, int(max_offset), float(min_overlap), MIN_ACTIVE_FRAMES,
+                                 INACTIVE, BITS)[0])
