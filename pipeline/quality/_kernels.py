@@ -12,18 +12,6 @@ import numpy as np
 from pipeline.quality import _xxh3
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _sums(seg: np.ndarray) -> tuple[np.float32, np.float32]:  # pragma: no cover - compiled
-    """Sum and sum of squares of one frame of float32 samples, in float32 (vectorised)."""
-    s = np.float32(0.0)
-    q = np.float32(0.0)
-    for i in range(seg.shape[0]):
-        v = seg[i]
-        s += v
-        q += v * v
-    return s, q
-
-
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def sample_summary(y: np.ndarray, bits: np.ndarray, frame: int, speech_power: float, silence_power: float):  # pragma: no cover - compiled
     """One read of float32 ``y`` for every level metric: ``(sum, sum of squares, frames whose
@@ -40,7 +28,12 @@ def sample_summary(y: np.ndarray, bits: np.ndarray, frame: int, speech_power: fl
     silence = 0
     for j in range(k):
         seg = y[j * frame : (j + 1) * frame]  # slices: indices from 0, no wraparound checks
-        s, q = _sums(seg)
+        s = np.float32(0.0)
+        q = np.float32(0.0)
+        for i in range(seg.shape[0]):
+            v = seg[i]
+            s += v
+            q += v * v
         total += s
         squares += q
         ms = np.float64(q) / seg.shape[0]
@@ -76,7 +69,13 @@ def frame_energies(y: np.ndarray, frame: int) -> tuple[float, np.ndarray]:  # pr
     sq = np.empty(k, dtype=np.float64)
     total = 0.0
     for j in range(k):
-        s, q = _sums(y[j * frame : (j + 1) * frame])
+        seg = y[j * frame : (j + 1) * frame]
+        s = np.float32(0.0)
+        q = np.float32(0.0)
+        for i in range(seg.shape[0]):
+            v = seg[i]
+            s += v
+            q += v * v
         total += s
         sq[j] = q
     return total, sq
