@@ -24,7 +24,8 @@ BIN_LATEST := $(VENV_LATEST)/bin
 STAMP_LATEST := $(VENV_LATEST)/.installed
 
 LINT_PATHS := pipeline flows audioprep tests bench scripts examples
-PYTEST_ARGS ?= -q -p no:randomly
+# two test processes (pytest-xdist): the slowest tests mostly wait on servers and subprocesses
+PYTEST_ARGS ?= -q -p no:randomly -n 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect

@@ -107,12 +107,13 @@ def test_run_inspect_export_and_rerun(tiny_corpus, tmp_path):
     # a store written with other settings is refused the same way, naming the way out
     other = write_catalog(tmp_path / "c-other.yaml", base_catalog(tiny_corpus, tmp_path / "s.zarr", features={"log_mel": {"n_mels": 64}}))
     r = cli("run", str(other), env_extra=offline)
-    assert r.returncode == 2 and "features.log_mel.n_mels: 40 -> 64" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    err = " ".join(r.stderr.split())  # the terminal wraps long paths wherever they end
+    assert r.returncode == 2 and "features.log_mel.n_mels: 40 -> 64" in err and "--overwrite" in err, r.stderr
     # a store locked by a live run elsewhere too
     lock = {"host": "another-host", "pid": 1, "run_id": "20260101T000000Z-abcdef", "since": "2026-01-01T00:00:00+00:00"}
     (tmp_path / "s.zarr" / "_lock.json").write_text(json.dumps(lock))
     r = cli("run", str(p), env_extra=offline)
-    assert r.returncode == 2 and "is locked by run 20260101T000000Z-abcdef" in r.stderr, r.stderr
+    assert r.returncode == 2 and "is locked by run 20260101T000000Z-abcdef" in " ".join(r.stderr.split()), r.stderr
     assert "Traceback" not in r.stderr
 
 
