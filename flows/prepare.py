@@ -258,6 +258,17 @@ def _runner_client():
     return runner.client if isinstance(runner, DaskTaskRunner) else None
 
 
+def _worker_threads() -> int:
+    """Threads of the run's Dask workers now (1 without a Dask client)."""
+    client = _runner_client()
+    if client is None:
+        return 1
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - only sizes the reduction; one bucket is always correct
+        return 1
+
+
 def _dashboard_link() -> str | None:
     return getattr(_runner_client(), "dashboard_link", None)
 
@@ -313,7 +324,7 @@ def _run_on_dask(catalog_path: str, store: str | None, run_id: str) -> dict[str,
             on_crash=lambda p, attempt, exc: crashes.next_attempt(location, p, attempt, exc),
         )
         # the duplicate index: a reduction over every partition's fingerprints, bucket by bucket on Dask
-        ids, n_buckets = reduction_inputs(plan)
+        ids, n_buckets = reduction_inputs(plan, min_buckets=_worker_threads())
         futures = [duplicates_task.submit(location, Packed(ids), b, n_buckets, loaded.catalog.duplicates) for b in range(n_buckets)]
         edges = [e for f in futures for e in f.result().value]
         summary = commit_task(quote(plan), time.perf_counter() - t0, quote(edges))

@@ -58,6 +58,27 @@ def test_near_duplicates_precision_and_recall_on_the_generated_set(generated, tm
     assert all(0.75 <= e.similarity <= 1.0 for e in edges)
 
 
+def test_the_clusters_do_not_depend_on_the_number_of_buckets(generated, tmp_path):
+    # the flow asks for a bucket per worker thread: the store must not depend on the cluster.
+    # A pair sharing keys in several buckets comes once from each, at its best offset there.
+    from pipeline.quality.duplicates import reduction_inputs
+
+    runs = {n: _index(tmp_path / str(n), generated, partitions=3, n_buckets=n) for n in (1, 2, 3, 7)}
+    one, one_edges = runs[1]
+    assert len(one) == 4 and all(len(c) == 6 for c in one)
+    for n, (found, edges) in runs.items():
+        assert found == one, n
+        assert {frozenset((e.a, e.b)) for e in edges} == {frozenset((e.a, e.b)) for e in one_edges}, n
+        assert len(edges) >= len(one_edges)
+
+    class Plan:  # what reduction_inputs reads of a run's plan
+        previous = None
+        partitions = [type("P", (), {"partition_id": f"p{k}", "items": [0] * 50})() for k in range(3)]
+
+    assert reduction_inputs(Plan()) == (["p0", "p1", "p2"], 1)
+    assert reduction_inputs(Plan(), min_buckets=4) == (["p0", "p1", "p2"], 4)
+
+
 def test_exact_copies_and_a_stricter_threshold(generated, tmp_path):
     (cid, _, y), other = generated[0], generated[6]
     items = [(cid, "a", y), (cid + "_again", "a", y.copy()), other]

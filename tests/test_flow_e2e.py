@@ -87,10 +87,10 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
     from prefect.client.schemas.sorting import TaskRunSort
 
-    async def names():
+    async def names(prefix: str = "partition-"):
         async with get_client() as client:
             runs = await client.read_task_runs(
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="partition-"), start_time=TaskRunFilterStartTime(after_=started)),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=prefix), start_time=TaskRunFilterStartTime(after_=started)),
                 limit=200,
                 sort=TaskRunSort.NAME_ASC,
             )
@@ -119,6 +119,9 @@ def test_flow_on_local_cluster_writes_the_store_and_reports_to_one_api(api, tiny
     assert secret not in out and secret not in err
     assert len(runs) == summary["partitions"]
     assert {s for _, s in runs} == {"COMPLETED"}
+    # the duplicate reduction after the last partition: a bucket per worker thread (2 x 1)
+    reductions = eventually(lambda: asyncio.run(names("duplicate-index-")), lambda r: len(r) == 2 and {s for _, s in r} == {"COMPLETED"})
+    assert reductions == [("duplicate-index-0", "COMPLETED"), ("duplicate-index-1", "COMPLETED")]
 
     # same catalog, one worker, headers probed on Dask in 4 batches instead of in the flow's
     # process (32 local files): identical store content

@@ -246,10 +246,14 @@ def clusters(edges: Iterable[Edge], index_of: dict[tuple[str, str], int]) -> lis
 REDUCER_KEY_BYTES = 128 * 2**20
 
 
-def reduction_inputs(plan) -> tuple[list[str], int]:
+def reduction_inputs(plan, min_buckets: int = 1) -> tuple[list[str], int]:
     """``(partition ids, number of buckets)`` of a run's duplicate reduction: this run's
     partitions and those of earlier versions with active rows (new files are compared with
-    the whole store). Buckets are sized so a reducer holds about :data:`REDUCER_KEY_BYTES`."""
+    the whole store). Buckets are sized so a reducer holds about :data:`REDUCER_KEY_BYTES`,
+    and there are at least ``min_buckets`` (the flow passes its cluster's worker threads:
+    the reduction runs after the last partition, on every worker). The clusters found do
+    not depend on the number of buckets: a pair is verified in the bucket of each key it
+    shares, at the offsets those keys imply, so some bucket sees the offset a single one would."""
     from pipeline.quality.fingerprint import SKETCH_KEYS
 
     ids = {p.partition_id for p in plan.partitions}
@@ -260,14 +264,15 @@ def reduction_inputs(plan) -> tuple[list[str], int]:
                 ids.add(r["partition"])
                 rows += 1
     rows += sum(len(p.items) for p in plan.partitions)
-    n_buckets = max(1, -(-rows * SKETCH_KEYS * 16 // REDUCER_KEY_BYTES))
+    n_buckets = max(1, int(min_buckets), -(-rows * SKETCH_KEYS * 16 // REDUCER_KEY_BYTES))
     return sorted(ids), n_buckets
 
 
-def find_edges(plan, cfg: DuplicatesConfig, map_fn=map) -> list[Edge]:
+def find_edges(plan, cfg: DuplicatesConfig, map_fn=map, min_buckets: int = 1) -> list[Edge]:
     """Every duplicate edge of the store after this run, one :func:`reduce_bucket` per bucket
-    through ``map_fn`` (the flow submits them as Dask tasks instead)."""
-    ids, n = reduction_inputs(plan)
+    through ``map_fn`` (the flow submits them as Dask tasks instead). A pair sharing keys in
+    several buckets comes once from each."""
+    ids, n = reduction_inputs(plan, min_buckets)
     out: list[Edge] = []
     for edges in map_fn(lambda b: reduce_bucket(plan.location, ids, b, n, cfg), range(n)):
         out.extend(edges)
