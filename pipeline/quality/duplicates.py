@@ -264,15 +264,15 @@ def reduction_inputs(plan, min_buckets: int = 1) -> tuple[list[str], int]:
                 ids.add(r["partition"])
                 rows += 1
     rows += sum(len(p.items) for p in plan.partitions)
-    n_buckets = max(1, int(min_buckets), -(-rows * SKETCH_KEYS * 16 // REDUCER_KEY_BYTES))
+    n_buckets = max(1, min_buckets, -(-rows * SKETCH_KEYS * 16 // REDUCER_KEY_BYTES))
     return sorted(ids), n_buckets
 
 
-def find_edges(plan, cfg: DuplicatesConfig, map_fn=map, min_buckets: int = 1) -> list[Edge]:
+def find_edges(plan, cfg: DuplicatesConfig, map_fn=map) -> list[Edge]:
     """Every duplicate edge of the store after this run, one :func:`reduce_bucket` per bucket
     through ``map_fn`` (the flow submits them as Dask tasks instead). A pair sharing keys in
     several buckets comes once from each."""
-    ids, n = reduction_inputs(plan, min_buckets)
+    ids, n = reduction_inputs(plan)
     out: list[Edge] = []
     for edges in map_fn(lambda b: reduce_bucket(plan.location, ids, b, n, cfg), range(n)):
         out.extend(edges)
