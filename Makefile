@@ -24,8 +24,10 @@ BIN_LATEST := $(VENV_LATEST)/bin
 STAMP_LATEST := $(VENV_LATEST)/.installed
 
 LINT_PATHS := pipeline flows audioprep tests bench scripts examples
-# two test processes (pytest-xdist): the slowest tests mostly wait on servers and subprocesses
-PYTEST_ARGS ?= -q -p no:randomly -n 2
+# two test processes (pytest-xdist): the slowest tests mostly wait on servers and subprocesses.
+# --dist loadfile: a test file runs in one process, so each module fixture (a namespace cluster,
+# a SLURM cluster, a flow run) is built once, not once in each process at the same time.
+PYTEST_ARGS ?= -q -p no:randomly -n 2 --dist loadfile
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect

@@ -10,6 +10,7 @@ namespaces, links and bridge, and is safe to call twice; use the net as a contex
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -61,6 +62,20 @@ def why_no_netns() -> str | None:
     return None
 
 
+def _free_octet() -> int:
+    """A third octet of 10.213.x.0/24 that no interface here uses. Two test processes
+    (pytest-xdist workers) start their search at different places, so they do not race for
+    the same one; a subnet on two bridges would route the test's traffic to the wrong net."""
+    used = {int(m) for m in re.findall(r"inet 10\.213\.(\d+)\.", _ip("-4", "-o", "addr", "show", check=False).stdout)}
+    worker = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    start = int(worker.group(1)) * 10 if worker else os.getpid()
+    for i in range(150):
+        octet = 100 + (start + i) % 150
+        if octet not in used:
+            return octet
+    raise RuntimeError("no free 10.213.x.0/24 subnet for a test net: delete leftover bridges (ip link show type bridge)")
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run([IP, *args], capture_output=True, text=True)
     if check and r.returncode != 0:
@@ -75,7 +90,7 @@ class TestNet:
 
     def __init__(self, subnet_octet: int | None = None, suffix: str = "") -> None:
         self.tag = f"{os.getpid() % 100000}{suffix}"
-        octet = subnet_octet if subnet_octet is not None else 100 + os.getpid() % 150
+        octet = subnet_octet if subnet_octet is not None else _free_octet()
         self.prefix = f"10.213.{octet}"
         self.bridge = f"apb{self.tag}"
         self.hosts: dict[str, str] = {}  # name -> address

@@ -74,6 +74,38 @@ class Cluster:
         self.driver_dir.mkdir()
         self.logs = root / "logs"
         self.logs.mkdir()
+        self.daemons: dict[str, subprocess.Popen] = {}  # host -> its long-running process
+
+    def start(self, host: str, argv: list[str], **kw) -> None:
+        self.daemons[host] = self.net.spawn(host, argv, log=str(self.logs / f"{host}.log"), **kw)
+
+    def post_mortem(self, hosts) -> str:
+        """Each host's exit status (if its process ended) and the tail of its output."""
+        out = []
+        for h in hosts:
+            p, log = self.daemons.get(h), self.logs / f"{h}.log"
+            state = "not started" if p is None else ("running" if p.poll() is None else f"exited with {p.returncode}")
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            out.append(f"--- {h} ({state}):\n{tail}")
+        return "\n".join(out)
+
+    def wait_for_workers(self, names: set[str], timeout: float) -> None:
+        """Until ``names`` have joined the scheduler. Fails at once, with the hosts' output,
+        when one of their processes (or the scheduler) has exited; with it too on timeout."""
+        t0, seen = time.monotonic(), set()
+        while time.monotonic() - t0 < timeout:
+            dead = [h for h in ("sched", *sorted(names)) if h in self.daemons and self.daemons[h].poll() is not None]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited before {sorted(names)} joined the scheduler\n" + self.post_mortem(["sched", *sorted(names)]))
+            try:
+                seen = self.worker_names()
+            except OSError:  # the scheduler is not listening yet
+                seen = set()
+            if names <= seen:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{sorted(names)} did not all join the scheduler in {timeout:.0f} s (joined: {sorted(seen)})\n"
+                           + self.post_mortem(["sched", *sorted(names)]))
 
     def start_worker(self, name: str, *, clock: str | None = None) -> None:
         self.net.add_host(name)
@@ -87,7 +119,7 @@ class Cluster:
             # Python's time.sleep fail with EINVAL): durations measured on it stay right
             argv = [FAKETIME, "-f", clock, *argv]
         # the driver's folders (everything under pytest's base temp) are empty tmpfs there
-        self.net.spawn(name, argv, env=env, hide=[str(self.driver_folders)], workdir=home, log=str(self.logs / f"{name}.log"))
+        self.start(name, argv, env=env, hide=[str(self.driver_folders)], workdir=home)
 
     def run_driver(self, catalog: pathlib.Path, summary: pathlib.Path, prefect_home: pathlib.Path) -> subprocess.Popen:
         env = {**_base_env(str(self.driver_dir)), "PREFECT_HOME": str(prefect_home), "COLUMNS": "200",
@@ -123,10 +155,9 @@ def cluster(tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("netns")
     with TestNet() as net:
         c = Cluster(net, root, tmp_path_factory.getbasetemp())
-        net.spawn("s3", [str(BIN / "moto_server"), "-H", c.s3, "-p", "5000"], env=_base_env(str(root)), log=str(c.logs / "s3.log"))
+        c.start("s3", [str(BIN / "moto_server"), "-H", c.s3, "-p", "5000"], env=_base_env(str(root)))
         sched_env = {**_base_env(str(root)), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
-        net.spawn("sched", [str(BIN / "dask"), "scheduler", "--host", c.sched_addr, "--port", "8786", "--no-dashboard"],
-                  env=sched_env, log=str(c.logs / "sched.log"))
+        c.start("sched", [str(BIN / "dask"), "scheduler", "--host", c.sched_addr, "--port", "8786", "--no-dashboard"], env=sched_env)
         c.start_worker("w1", clock=CLOCK_OFFSET if FAKETIME else None)
         c.start_worker("w2")
 
@@ -137,12 +168,14 @@ def cluster(tiny_corpus, tmp_path_factory):
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
 
-        _wait_for(s3_up, 60, "moto server on the s3 host")
+        _wait_for(s3_up, 120, "moto server on the s3 host")
         for bucket in ("audio", "store"):
             s3_client(c.endpoint).create_bucket(Bucket=bucket)
         upload_tree(c.endpoint, tiny_corpus, "audio", "tiny")
         (c.driver_dir / "driver-only.txt").write_text("the driver's disk")
-        _wait_for(lambda: {"w1", "w2"} <= c.worker_names(), 90, "w1 and w2 joined the scheduler")
+        # a wait, not a timing: each worker imports and warms the feature code before it joins,
+        # which takes long on a loaded 2-core machine
+        c.wait_for_workers({"w1", "w2"}, 240)
         yield c
         if os.environ.get("AUDIOPREP_NETNS_KEEP_LOGS"):  # the hosts' output, for a failure's post-mortem
             shutil.copytree(c.logs, os.environ["AUDIOPREP_NETNS_KEEP_LOGS"], dirs_exist_ok=True)
